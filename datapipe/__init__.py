@@ -1,0 +1,53 @@
+"""datapipe: reliable batch processing for Django, locally or on Celery workers.
+
+Importing this package imports no models, so it works before the app registry is ready.
+"""
+
+from .exceptions import (
+    DatapipeError,
+    InvalidItems,
+    InvalidOutput,
+    ItemNotSerializable,
+    PipeBreak,
+    PipeContinue,
+    PipeError,
+    PipeIgnore,
+    PipelineCycle,
+    PipelineNotFound,
+)
+from .pipe import Pipe
+from .registry import pipeline, registry
+from .session import Session, get_session
+
+__all__ = [
+    # Writing pipes
+    "Pipe",
+    "pipeline",
+    "registry",
+    # Running them
+    "Session",
+    "get_session",
+    "reprocess",
+    # Flow control
+    "PipeContinue",
+    "PipeIgnore",
+    "PipeBreak",
+    "PipeError",
+    # Errors about datapipe itself
+    "DatapipeError",
+    "PipelineNotFound",
+    "PipelineCycle",
+    "InvalidItems",
+    "InvalidOutput",
+    "ItemNotSerializable",
+]
+
+
+def reprocess(errors, in_celery=False, queue=None):
+    """Reprocess the items behind ``errors`` (a queryset or list of PipelineError rows).
+
+    See :func:`datapipe.reprocess.reprocess`.
+    """
+    from .reprocess import reprocess as _reprocess
+
+    return _reprocess(errors, in_celery=in_celery, queue=queue)

@@ -1,0 +1,34 @@
+"""The settings of datapipe, read lazily from the ``DATAPIPE`` dict of Django settings.
+
+Every read goes through :func:`get`, so ``override_settings(DATAPIPE={...})`` works.
+Each default is documented where it is defined.
+"""
+
+from django.conf import settings
+
+DEFAULTS = {
+    # Re-raise unhandled exceptions (rolling the run back) instead of collecting them.
+    "DEBUG": False,
+    # Items per keyset page and per flush; also the bulk-insert batch size.
+    "CHUNKSIZE": 2000,
+    # Run the whole run in one transaction; False commits after every flush.
+    "ATOMIC": True,
+    # Progress bar on stderr: None means "when stderr is a terminal".
+    "PROGRESS": None,
+    # Rendered traceback pages stored per failure signature and run; later rows of the
+    # same signature keep their frames but point at the group's page.
+    "TRACEBACK_PAGES_PER_SIGNATURE": 10,
+    # Code revision stored on error rows; None reads ``git rev-parse HEAD`` once.
+    "REVISION": None,
+    # Folder that error frames are made relative to; None uses settings.BASE_DIR or cwd.
+    "PROJECT_ROOT": None,
+    # Module name searched in every installed app for pipelines.
+    "PIPES_MODULE": "pipes",
+}
+
+
+def get(name):
+    """Return the setting ``name`` of ``settings.DATAPIPE``, or its default."""
+    if name not in DEFAULTS:
+        raise KeyError(f"Unknown datapipe setting {name!r}")
+    return getattr(settings, "DATAPIPE", {}).get(name, DEFAULTS[name])

@@ -1,0 +1,93 @@
+"""Exceptions of datapipe.
+
+Two families live here:
+
+**Flow control**, raised from a pipe's ``process()`` to steer the item loop. They are
+not errors and do not derive from :class:`DatapipeError`.
+
+==================  ===================  =================  ==================  ===================
+raised              item's DB changes    item's buffered    the loop            result collected
+                                         saves
+==================  ===================  =================  ==================  ===================
+``PipeContinue``    kept                 kept               next item           ``value``
+``PipeIgnore``      rolled back          dropped            next item           no (ignored)
+``PipeBreak``       rolled back          dropped            stops, ``finish``   no
+``PipeError``       whole run rolled     all dropped        stops, raised       no
+                    back
+other exception     rolled back          dropped            next item           no (errored)
+==================  ===================  =================  ==================  ===================
+
+**Framework errors**, all under :class:`DatapipeError`: bad input or configuration.
+"""
+
+from difflib import get_close_matches
+
+from django.core.exceptions import ImproperlyConfigured
+
+
+class PipeFlow(Exception):
+    """Base of the flow-control exceptions (not an error)."""
+
+
+class PipeContinue(PipeFlow):
+    """Stop processing this item, keep what it did, collect ``value`` as its result."""
+
+    _unset = object()
+
+    def __init__(self, value=_unset):
+        super().__init__(value)
+        self.value = value
+
+
+class PipeIgnore(PipeFlow):
+    """Roll this item back and go on with the next one; it is counted as ignored."""
+
+
+class PipeBreak(PipeFlow):
+    """Roll this item back and stop the loop; earlier items are kept, ``finish`` runs."""
+
+
+class PipeError(PipeFlow):
+    """Roll the whole run back and raise this exception to the caller."""
+
+
+class DatapipeError(Exception):
+    """Root of the errors about datapipe itself: bad input or configuration."""
+
+
+class PipelineNotFound(DatapipeError, LookupError):
+    """No pipeline is registered under the given name."""
+
+    def __init__(self, name, known=()):
+        self.name = name
+        matches = get_close_matches(str(name), list(known), n=3, cutoff=0.5)
+        message = f"No pipeline is registered as {name!r}."
+        if matches:
+            message += " Did you mean " + " or ".join(repr(m) for m in matches) + "?"
+        elif not known:
+            message += " No pipeline is registered at all: is the app's pipes module imported?"
+        super().__init__(message)
+
+
+class PipelineCycle(DatapipeError, ImproperlyConfigured):
+    """Pipelines depend on or trigger each other in a cycle."""
+
+    def __init__(self, cycle):
+        self.cycle = list(cycle)
+        super().__init__("Pipelines form a cycle through depends/triggers: " + " -> ".join(cycle))
+
+
+class PipelineDefinitionError(DatapipeError, ImproperlyConfigured):
+    """A pipeline is declared wrongly (bad name, not a Pipe subclass, bad composition)."""
+
+
+class InvalidItems(DatapipeError, TypeError):
+    """What was handed to ``run()`` (or returned by ``prepare()``) is not items."""
+
+
+class InvalidOutput(DatapipeError, TypeError):
+    """``add_to_save()`` was given something that is not an unsaved model instance."""
+
+
+class ItemNotSerializable(DatapipeError, TypeError):
+    """An item cannot be sent to Celery: it is neither a saved model instance nor JSON."""

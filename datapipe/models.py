@@ -1,0 +1,119 @@
+"""Run records, reparse trackers and collected errors."""
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+from django.db.models import Q
+
+
+class PipelineRun(models.Model):
+    """One run of a pipeline, local or distributed: status, counts and timings."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+
+    pipeline_name = models.CharField(max_length=200, db_index=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.RUNNING)
+    distributed = models.BooleanField(default=False)
+    triggered_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="triggered"
+    )
+    processed = models.PositiveBigIntegerField(default=0)
+    succeeded = models.PositiveBigIntegerField(default=0)
+    continued = models.PositiveBigIntegerField(default=0)
+    ignored = models.PositiveBigIntegerField(default=0)
+    errored = models.PositiveBigIntegerField(default=0)
+    broke = models.BooleanField(default=False)
+    chunks_total = models.PositiveIntegerField(default=1)
+    chunks_done = models.PositiveIntegerField(default=0)
+    message = models.TextField(blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self):
+        return f"{self.pipeline_name} #{self.pk} ({self.status})"
+
+    @property
+    def elapsed(self):
+        """Seconds from start to finish (or None while running)."""
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+class PipelineTrack(models.Model):
+    """The outputs one item produced under one pipeline, for reparse.
+
+    ``outputs`` maps a model label (``app_label.model``) to the primary keys saved
+    through ``add_to_save`` while processing the item.
+    """
+
+    pipeline_name = models.CharField(max_length=200)
+    item_content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    item_id = models.CharField(max_length=255)
+    outputs = models.JSONField(default=dict)
+    triggered_by = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pipeline_name", "item_content_type", "item_id"],
+                name="datapipe_track_unique_item",
+            )
+        ]
+        indexes = [models.Index(fields=["item_content_type", "item_id"])]
+
+    def __str__(self):
+        return f"{self.pipeline_name}: {self.item_content_type_id}/{self.item_id}"
+
+
+class PipelineError(models.Model):
+    """An unhandled exception on one item: kept until the item is reprocessed with success.
+
+    ``item_key`` identifies the item (content type and pk, or a hash of its JSON value);
+    one open (unresolved) row exists per pipeline and item.
+    """
+
+    pipeline_name = models.CharField(max_length=200, db_index=True)
+    item_content_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    item_id = models.CharField(max_length=255, null=True, blank=True)
+    item_value = models.JSONField(null=True, blank=True)
+    item_key = models.CharField(max_length=300)
+    item_repr = models.TextField(blank=True)
+    error_type = models.CharField(max_length=255)
+    error_message = models.TextField(blank=True)
+    error_args = models.JSONField(default=list)
+    frames = models.JSONField(default=list)
+    signature = models.CharField(max_length=40, db_index=True)
+    traceback_html = models.TextField(blank=True)
+    revision = models.CharField(max_length=64, blank=True)
+    run = models.ForeignKey(PipelineRun, null=True, blank=True, on_delete=models.SET_NULL)
+    attempts = models.PositiveIntegerField(default=1)
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    resolved = models.BooleanField(default=False, db_index=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    item_missing = models.BooleanField(
+        default=False, help_text="The item no longer exists, so it cannot be reprocessed."
+    )
+
+    class Meta:
+        ordering = ["-last_seen", "-id"]
+        permissions = [("reprocess_pipelineerror", "Can reprocess pipeline errors")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pipeline_name", "item_key"],
+                condition=Q(resolved=False),
+                name="datapipe_error_one_open_row_per_item",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.pipeline_name}: {self.error_type} on {self.item_repr[:60]}"

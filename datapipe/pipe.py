@@ -1,0 +1,188 @@
+"""``Pipe``: the base class users extend, its hooks, containers and helpers.
+
+Hooks call ``super()`` and run in MRO order. Three containers hold state:
+attributes on ``self`` live for one item, ``self.local`` for one run (cleared after
+``finish``), ``self.context`` for every pipeline chained to the run (depends, triggers,
+Celery chunks, where it travels JSON-encoded).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .exceptions import InvalidOutput, PipeBreak, PipeContinue, PipeIgnore
+from .registry import pipeline
+
+__all__ = ["AttrDict", "Pipe", "pipeline"]
+
+
+class AttrDict(dict):
+    """A dict whose keys read and write as attributes (``ctx.total += 1``)."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __setattr__(self, name, value):
+        self[name] = value
+
+    def __delattr__(self, name):
+        try:
+            del self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class PipeState:
+    """What the instances of one run share: the containers and the output sink."""
+
+    __slots__ = ("local", "context", "sink")
+
+    def __init__(self, context=None, sink=None):
+        self.local = AttrDict()
+        self.context = context if isinstance(context, AttrDict) else AttrDict(context or {})
+        self.sink = sink
+
+
+class Pipe:
+    """Base of every pipe. Subclass it, override hooks, call ``super()``.
+
+    Class attributes:
+
+    ``depends``
+        Names of pipelines to run on the same items before this one; merged across
+        base classes.
+    ``track``
+        Record the outputs of each item for reparse (default True).
+    """
+
+    depends: Sequence[str] = ()
+    track: bool = True
+
+    def __init__(self, item: Any = None, *, state: PipeState | None = None):
+        self.item = item
+        self._state = state if state is not None else PipeState()
+
+    @property
+    def local(self) -> AttrDict:
+        """Attributes that live for one run; cleared after ``finish``."""
+        return self._state.local
+
+    @property
+    def context(self) -> AttrDict:
+        """Attributes shared with every chained pipeline; must stay JSON-encodable."""
+        return self._state.context
+
+    # Hooks -----------------------------------------------------------------------
+
+    def prepare(self, items: Iterable[Any]) -> Iterable[Any]:
+        """Called once per run (per chunk in Celery) on an instance with no item.
+
+        Returns what to process: the items unchanged, filtered, reordered, or a new
+        QuerySet or list. Returning None is an error. Items handed to the run but not
+        returned have their old outputs deleted (reparse).
+        """
+        return items
+
+    def process(self) -> Any:
+        """Called once per item on a fresh instance; ``self.item`` is the item.
+
+        The base returns ``self.item``. A non-None return value is collected as the
+        item's result (for ``finish`` and triggers).
+        """
+        return self.item
+
+    def finish(self, results: list[Any]) -> None:
+        """Called once per run, after the last item, with the collected results.
+
+        Runs inside the run's transaction; the return value is ignored.
+        """
+
+    def finish_run(self, run) -> None:
+        """Called once per run with its ``PipelineRun`` record, after ``finish``.
+
+        In a distributed run it is called once, after the last chunk. The return value
+        is ignored.
+        """
+
+    # Outputs ---------------------------------------------------------------------
+
+    def add_to_save(self, *objs, direct: bool = False):
+        """Buffer unsaved model instances for bulk insert; return the object or a tuple.
+
+        With ``direct=True`` each object is saved at once (for objects that later ones
+        point to). Saved objects are tracked as this item's outputs for reparse.
+        """
+        from django.db.models import Model
+
+        if not objs:
+            raise InvalidOutput("add_to_save() needs at least one unsaved model instance.")
+        for obj in objs:
+            if not isinstance(obj, Model):
+                raise InvalidOutput(
+                    f"add_to_save() takes unsaved model instances, not {type(obj).__name__}: "
+                    f"{obj!r:.80}"
+                )
+            if not obj._state.adding:
+                raise InvalidOutput(
+                    f"add_to_save() takes unsaved model instances; {obj!r:.80} "
+                    "is already saved (update it with save() or a query instead)."
+                )
+        if self._state.sink is not None:
+            self._state.sink.add(objs, direct)
+        elif direct:
+            for obj in objs:
+                obj.save()
+        return objs[0] if len(objs) == 1 else objs
+
+    # Flow control helpers ----------------------------------------------------------
+
+    def ignore(self, message: str | None = None):
+        """Raise :class:`PipeIgnore`: roll this item back and go on."""
+        raise PipeIgnore(message)
+
+    def break_(self):
+        """Raise :class:`PipeBreak`: roll this item back and stop the loop."""
+        raise PipeBreak()
+
+    def continue_(self, value: Any = PipeContinue._unset):
+        """Raise :class:`PipeContinue`: keep this item, collect ``value`` (default the item)."""
+        raise PipeContinue(value)
+
+    # Development aid -----------------------------------------------------------------
+
+    @classmethod
+    def eval(cls, item: Any, context: dict | None = None) -> Any:
+        """Run this class alone on ``item`` and return what ``process()`` returns.
+
+        ``prepare([item])`` runs first (so containers are set up); exceptions,
+        flow-control ones included, propagate. Buffered outputs are not saved
+        (``direct=True`` ones are). Returns None if ``prepare`` filters the item out.
+        """
+        state = PipeState(context)
+        prepared = cls(state=state).prepare([item])
+        for prepared_item in prepared:
+            return cls(prepared_item, state=state).process()
+        return None
+
+    @classmethod
+    def consumes_results(cls) -> bool:
+        """Whether some class of the MRO overrides ``finish`` (so results are needed)."""
+        return any("finish" in vars(klass) for klass in cls.__mro__ if klass is not Pipe)
+
+    @classmethod
+    def merged_depends(cls) -> list[str]:
+        """``depends`` of every class in the MRO, bases first, without repeats."""
+        names: list[str] = []
+        for klass in reversed(cls.__mro__):
+            declared = vars(klass).get("depends", ())
+            for name in [declared] if isinstance(declared, str) else declared:
+                if name not in names:
+                    names.append(name)
+        return names
+
+    def __repr__(self):
+        return f"<{type(self).__name__} item={self.item!r:.60}>"

@@ -1,0 +1,43 @@
+"""What a run returns: counts, results, errors, timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RunReport:
+    """The outcome of one run of one pipeline (and of the runs it chained).
+
+    ``processed`` counts the items handed to ``process()``; each ended as ``succeeded``,
+    ``continued``, ``ignored``, ``errored``, or was the item that ``broke`` the loop.
+    ``results`` is empty unless something consumed them (a trigger, a ``finish``
+    override, ``keep_results=True``). ``errors`` holds the captured failures.
+    """
+
+    pipeline: str
+    processed: int = 0
+    succeeded: int = 0
+    continued: int = 0
+    ignored: int = 0
+    errored: int = 0
+    broke: bool = False
+    results: list[Any] = field(default_factory=list)
+    errors: list[Any] = field(default_factory=list)
+    elapsed: float = 0.0
+    run_id: int | None = None
+    dependencies: list[RunReport] = field(default_factory=list)
+    triggered: list[RunReport] = field(default_factory=list)
+
+    @property
+    def items_per_second(self) -> float:
+        """Processed items per second of elapsed time."""
+        return self.processed / self.elapsed if self.elapsed else 0.0
+
+    def __str__(self):
+        return (
+            f"{self.pipeline}: {self.processed} processed, {self.succeeded} succeeded, "
+            f"{self.continued} continued, {self.ignored} ignored, {self.errored} errored"
+            f"{', broke' if self.broke else ''} in {self.elapsed:.2f}s"
+        )

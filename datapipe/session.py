@@ -1,0 +1,149 @@
+"""``Session``: runs pipelines with their depends before and their triggers after.
+
+``sess.run(items, name)`` runs locally; ``sess.run_in_celery(...)`` splits the items
+into chunks for Celery workers. Both go through the same engine.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from django.db.models import QuerySet
+
+from . import conf
+from .exceptions import PipelineCycle
+from .pipe import AttrDict
+from .registry import registry
+from .report import RunReport
+from .sources import check_items, default_pipeline_name
+
+__all__ = ["RunOptions", "Session", "get_session"]
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Options of a session, resolved against the settings (see :mod:`datapipe.conf`)."""
+
+    debug: bool = False
+    chunksize: int = 2000
+    atomic: bool = True
+    progress: bool = False
+    keep_results: bool = False
+    using: str | None = None
+
+    @classmethod
+    def resolve(cls, debug=None, chunksize=None, atomic=None, progress=None,
+                keep_results=False, using=None) -> RunOptions:
+        """Options with None replaced by the ``DATAPIPE`` settings; validated."""
+        chunksize = conf.get("CHUNKSIZE") if chunksize is None else chunksize
+        if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
+            raise ValueError(f"chunksize must be a positive integer, not {chunksize!r}")
+        if progress is None:
+            progress = conf.get("PROGRESS")
+        if progress is None:
+            progress = sys.stderr.isatty()
+        return cls(
+            debug=bool(conf.get("DEBUG") if debug is None else debug),
+            chunksize=chunksize,
+            atomic=bool(conf.get("ATOMIC") if atomic is None else atomic),
+            progress=bool(progress),
+            keep_results=bool(keep_results),
+            using=using,
+        )
+
+
+
+
+class Session:
+    """Options shared by the runs it starts, and the context they share.
+
+    ``debug``: re-raise unhandled exceptions, rolling the run back (default
+    ``DATAPIPE["DEBUG"]``). ``chunksize``: keyset page, flush and bulk-insert size
+    (default 2000). ``atomic``: the whole run in one transaction (default True; False
+    commits after every flush). ``context``: the initial context; ``sess.context`` stays
+    readable after the runs. ``progress``: a bar on stderr (default: when it is a
+    terminal). ``keep_results``: keep results even when nothing consumes them.
+    ``using``: the database alias (default: the QuerySet's, else ``default``).
+    """
+
+    def __init__(self, *, debug=None, chunksize=None, atomic=None, context=None,
+                 progress=None, keep_results=False, using=None):
+        self.options = RunOptions.resolve(
+            debug=debug, chunksize=chunksize, atomic=atomic, progress=progress,
+            keep_results=keep_results, using=using,
+        )
+        if context is not None and not isinstance(context, dict):
+            raise TypeError(f"context must be a dict, not {type(context).__name__}")
+        self.context = AttrDict(context or {})
+
+    def run(self, items: Any = _MISSING, name: str | None = None, **kwargs) -> RunReport:
+        """Run the pipeline ``name`` over ``items`` locally; return its report.
+
+        ``run(name, items)`` is accepted too. Without a name, the QuerySet's or first
+        item's ``get_default_pipe_name()`` names the pipeline. The pipelines in
+        ``depends`` run first on the same items; after the run commits, the pipelines it
+        triggers run on its results. The report's ``dependencies`` and ``triggered``
+        hold their reports.
+        """
+        items, name = _arguments(items, name, kwargs)
+        return self._run_chain(name, items, triggered_by="", active=())
+
+    def _run_chain(self, name, items, triggered_by, active) -> RunReport:
+        if name in active:  # registered after the start-up check: never loop
+            raise PipelineCycle([*active, name])
+        active = (*active, name)
+        depends = registry.depends_of(name)
+        if depends and not isinstance(items, (QuerySet, Sequence)):
+            items = list(items)  # the depends and the run itself each iterate the items
+        dependency_reports = [
+            self._run_chain(dependency, items, triggered_by="", active=active)
+            for dependency in depends
+        ]
+        from .engine import Engine
+
+        report = Engine(name, self.options, self.context, triggered_by).run(items)
+        report.dependencies = dependency_reports
+        for target in registry.triggers_of(name):
+            report.triggered.append(
+                self._run_chain(target, report.results, triggered_by=name, active=active)
+            )
+        return report
+
+    def run_in_celery(self, items, name=None, celery_chunksize=10, queue=None, **task_options):
+        """Run the pipeline across Celery workers, in chunks; return a handle."""
+        from .distributed import dispatch
+
+        items, name = _arguments(items, name, {})
+        return dispatch(self, items, name, celery_chunksize=celery_chunksize, queue=queue,
+                        **task_options)
+
+
+def _arguments(items, name, kwargs):
+    """Accept ``(items, name)``, ``(name, items)`` and keywords; find a default name."""
+    if "items" in kwargs:
+        if items is not _MISSING:
+            raise TypeError("run() got items twice")
+        items = kwargs.pop("items")
+    if kwargs:
+        raise TypeError(f"run() got unexpected arguments: {', '.join(sorted(kwargs))}")
+    if items is _MISSING:
+        raise TypeError("run() needs the items to process")
+    if isinstance(items, str) and not isinstance(name, str) and name is not None:
+        items, name = name, items
+    if name is None:
+        name, items = default_pipeline_name(items)
+    elif not isinstance(name, str):
+        raise TypeError(f"The pipeline name must be a string, not {type(name).__name__}")
+    check_items(items, "run()'s items")
+    registry.get(name)  # PipelineNotFound before anything runs
+    return items, name
+
+
+def get_session(**options) -> Session:
+    """A :class:`Session` with the given options (see its docstring)."""
+    return Session(**options)

@@ -1,0 +1,112 @@
+"""Items in: QuerySets read by keyset pages, lists and other iterables; item identity."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from django.db.models import Model, QuerySet
+from django.db.models.query import ModelIterable
+
+from .exceptions import InvalidItems
+
+__all__ = ["check_items", "iterate", "model_key", "value_key", "default_pipeline_name"]
+
+
+def check_items(items: Any, where: str) -> None:
+    """Raise :class:`InvalidItems` unless ``items`` is a QuerySet or an iterable of items."""
+    if isinstance(items, QuerySet):
+        return
+    problem = None
+    if items is None:
+        problem = "None"
+    elif isinstance(items, (str, bytes)):
+        problem = f"a {type(items).__name__} (a single value, iterated character by character)"
+    elif isinstance(items, Mapping):
+        problem = "a mapping (pass a list of its values or items)"
+    elif isinstance(items, Model):
+        problem = f"a single {type(items).__name__} instance (pass a list or a QuerySet)"
+    elif not isinstance(items, Iterable):
+        problem = f"a {type(items).__name__}, which is not iterable"
+    if problem:
+        raise InvalidItems(f"{where} must be a QuerySet or an iterable of items, not {problem}.")
+
+
+def iterate(items: Iterable[Any], chunksize: int) -> Iterator[Any]:
+    """Yield the items; a QuerySet is read in primary-key order by keyset pages.
+
+    Keyset pages (``pk > last ORDER BY pk LIMIT chunksize``) keep memory flat whatever
+    the number of rows, and each page sees rows as the run's transaction does. Sliced,
+    combined (union) and ``values()`` QuerySets are streamed with ``iterator()``.
+    """
+    if not isinstance(items, QuerySet):
+        return iter(items)
+    query = items.query
+    if query.is_sliced or query.combinator or items._iterable_class is not ModelIterable:
+        return items.iterator(chunk_size=chunksize)
+    return _keyset_pages(items.order_by("pk"), chunksize)
+
+
+def _keyset_pages(queryset: QuerySet, chunksize: int) -> Iterator[Model]:
+    page = list(queryset[:chunksize])
+    while page:
+        yield from page
+        if len(page) < chunksize:
+            return
+        page = list(queryset.filter(pk__gt=page[-1].pk)[:chunksize])
+
+
+def model_key(item: Any) -> tuple[int, str] | None:
+    """``(content type id, pk as text)`` of a saved model instance, else None."""
+    if isinstance(item, Model) and item.pk is not None:
+        from django.contrib.contenttypes.models import ContentType
+
+        return ContentType.objects.get_for_model(item).pk, str(item.pk)
+    return None
+
+
+def value_key(value: Any) -> str:
+    """A stable key for a non-model item: a hash of its JSON (or of its repr)."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = repr(value)
+    return "v:" + hashlib.sha1(text.encode()).hexdigest()
+
+
+def json_value(value: Any) -> Any:
+    """``value`` if it survives a JSON round trip unchanged in kind, else None."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def default_pipeline_name(items: Any) -> tuple[str, Any]:
+    """The pipeline name from ``get_default_pipe_name()``, and the items to use.
+
+    The QuerySet (or its model) is asked first, else the first item; a generator is
+    peeked at and given back whole.
+    """
+    owner = None
+    if isinstance(items, QuerySet):
+        owner = items if hasattr(items, "get_default_pipe_name") else items.model
+    else:
+        check_items(items, "run()'s items")
+        if not isinstance(items, Sequence):
+            iterator = iter(items)
+            first = next(iterator, None)
+            items = itertools.chain([] if first is None else [first], iterator)
+            owner = first
+        elif items:
+            owner = items[0]
+    getter = getattr(owner, "get_default_pipe_name", None)
+    if getter is None:
+        raise InvalidItems(
+            "run() was given no pipeline name and the items do not name one: pass the "
+            "name, or define get_default_pipe_name() on the QuerySet or the items' class."
+        )
+    return getter(), items

@@ -1,0 +1,179 @@
+"""Reparse: each item's outputs under a pipeline, replaced when the item is re-run.
+
+One :class:`~datapipe.models.PipelineTrack` row per (pipeline, item) lists the item's
+outputs. At each flush the trackers of the batch are read in one query, the old
+outputs deleted, the new ones inserted and the trackers written in bulk: no query per
+item. Deleting an output deletes, first, what other pipelines derived from it (their
+trackers whose item is that output): reparse cascades along triggers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from django.apps import apps
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import CharField, IntegerField, QuerySet
+from django.db.models.functions import Cast
+
+from .buffer import ItemRecord
+from .models import PipelineTrack
+from .sources import model_key
+
+__all__ = ["Tracker", "delete_outputs"]
+
+
+def _label(model) -> str:
+    return model._meta.label_lower
+
+
+def outputs_of(objects: Iterable) -> dict[str, list]:
+    """``{model label: [pk, ...]}`` of saved objects."""
+    outputs: dict[str, list] = {}
+    for obj in objects:
+        pk = obj.pk
+        outputs.setdefault(_label(type(obj)), []).append(pk if isinstance(pk, int) else str(pk))
+    return outputs
+
+
+def _merge(into: dict[str, list], outputs: dict[str, list]) -> None:
+    for label, pks in outputs.items():
+        into.setdefault(label, []).extend(pks)
+
+
+def delete_outputs(outputs: dict[str, list], using: str) -> None:
+    """Delete these outputs and, before them, everything derived from them."""
+    levels = []
+    while outputs:
+        levels.append(outputs)
+        derived: dict[str, list] = {}
+        for label, pks in outputs.items():
+            content_type = ContentType.objects.db_manager(using).get_for_model(apps.get_model(label))
+            rows = PipelineTrack.objects.using(using).filter(
+                item_content_type=content_type, item_id__in=[str(pk) for pk in pks]
+            )
+            for row_outputs in rows.values_list("outputs", flat=True):
+                _merge(derived, row_outputs)
+            rows.delete()
+        outputs = derived
+    for level in reversed(levels):  # what was derived goes first (foreign keys)
+        for label, pks in level.items():
+            apps.get_model(label)._base_manager.using(using).filter(pk__in=pks).delete()
+
+
+class Tracker:
+    """Reads and writes the trackers of one pipeline, a batch at a time."""
+
+    def __init__(self, pipeline_name: str, using: str, triggered_by: str = "", enabled=True):
+        self.pipeline_name = pipeline_name
+        self.using = using
+        self.triggered_by = triggered_by or ""
+        self.enabled = enabled
+        self._tracks = PipelineTrack.objects.using(using).filter(pipeline_name=pipeline_name)
+
+    def revert(self, records: list[ItemRecord]) -> None:
+        """Delete the old outputs of these items (and their trackers)."""
+        if not self.enabled:
+            return
+        by_type: dict[int, list[str]] = {}
+        for record in records:
+            if record.key is None:
+                record.key = model_key(record.item)
+            if record.key is not None:
+                by_type.setdefault(record.key[0], []).append(record.key[1])
+        for content_type_id, ids in by_type.items():
+            self._revert_rows(self._tracks.filter(item_content_type_id=content_type_id, item_id__in=ids))
+
+    def _revert_rows(self, rows: QuerySet) -> None:
+        old: dict[str, list] = {}
+        ids = []
+        for row_id, outputs in rows.values_list("id", "outputs"):
+            ids.append(row_id)
+            _merge(old, outputs)
+        if ids:
+            PipelineTrack.objects.using(self.using).filter(id__in=ids).delete()
+            delete_outputs(old, self.using)
+
+    def write(self, records: list[ItemRecord]) -> None:
+        """Write one tracker per item that has outputs (the latest record of an item wins)."""
+        if not self.enabled:
+            return
+        latest: dict[tuple, ItemRecord] = {}
+        superseded: dict[str, list] = {}
+        for record in records:
+            if record.key is None:
+                continue
+            earlier = latest.get(record.key)
+            if earlier is not None:  # the same item twice in one batch: keep the last run
+                _merge(superseded, outputs_of(earlier.outputs()))
+            latest[record.key] = record
+        if superseded:
+            delete_outputs(superseded, self.using)
+        rows = [
+            PipelineTrack(
+                pipeline_name=self.pipeline_name,
+                item_content_type_id=key[0],
+                item_id=key[1],
+                outputs=outputs_of(record.outputs()),
+                triggered_by=self.triggered_by,
+            )
+            for key, record in latest.items()
+            if record.outputs()
+        ]
+        if rows:
+            PipelineTrack.objects.using(self.using).bulk_create(rows)
+
+    def forget_filtered(self, handed: Any, prepared: Any, seen: set | None) -> None:
+        """Delete the old outputs of items handed to the run that ``prepare`` left out.
+
+        Two QuerySets of one model with an integer or text primary key are compared in
+        SQL; otherwise the keys of ``handed`` are compared with those of ``prepared``
+        (or, when ``prepared`` was a one-shot iterator, with ``seen``, the keys the
+        loop met; None when the loop did not reach the end).
+        """
+        if not self.enabled:
+            return
+        if self._both_querysets_comparable(handed, prepared):
+            content_type = ContentType.objects.db_manager(self.using).get_for_model(handed.model)
+            as_text = Cast("pk", output_field=CharField())
+            rows = self._tracks.filter(
+                item_content_type=content_type,
+                item_id__in=handed.order_by().values(k=as_text),
+            ).exclude(item_id__in=prepared.order_by().values(k=as_text))
+            self._revert_rows(rows)
+            return
+        if isinstance(prepared, (QuerySet, Sequence)):
+            seen = set(_keys_of(prepared))
+        if seen is None:
+            return
+        by_type: dict[int, list[str]] = {}
+        for content_type_id, pk in _keys_of(handed):
+            if (content_type_id, pk) not in seen:
+                by_type.setdefault(content_type_id, []).append(pk)
+        for content_type_id, ids in by_type.items():
+            self._revert_rows(self._tracks.filter(item_content_type_id=content_type_id, item_id__in=ids))
+
+    @staticmethod
+    def _both_querysets_comparable(handed, prepared) -> bool:
+        if not (isinstance(handed, QuerySet) and isinstance(prepared, QuerySet)):
+            return False
+        pk = handed.model._meta.pk
+        return (
+            handed.model is prepared.model
+            and isinstance(pk, (IntegerField, CharField))
+            and not handed.query.is_sliced
+            and not prepared.query.is_sliced
+        )
+
+
+def _keys_of(items: Any):
+    if isinstance(items, QuerySet):
+        content_type = ContentType.objects.get_for_model(items.model)
+        for pk in items.order_by().values_list("pk", flat=True).iterator():
+            yield content_type.pk, str(pk)
+        return
+    for item in items:
+        key = model_key(item)
+        if key is not None:
+            yield key

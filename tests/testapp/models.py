@@ -1,0 +1,59 @@
+"""Models of the test app: sources, outputs, and outputs derived from outputs."""
+
+import uuid
+
+from django.db import models
+
+
+class SourceItemQuerySet(models.QuerySet):
+    def get_default_pipe_name(self):
+        return "flow"
+
+
+class SourceItem(models.Model):
+    """An input row. ``behaviour`` tells the ``flow`` pipeline what to do with it."""
+
+    number = models.IntegerField(default=0)
+    behaviour = models.CharField(max_length=30, default="ok")
+    touched = models.IntegerField(default=0)
+
+    objects = SourceItemQuerySet.as_manager()
+
+    def __repr__(self):
+        return f"<SourceItem {self.pk} {self.behaviour}>"
+
+
+class ResultItem(models.Model):
+    """An output of ``flow`` (and of ``discount_sum``)."""
+
+    number = models.FloatField(default=0)
+    source = models.ForeignKey(SourceItem, null=True, on_delete=models.CASCADE)
+    unique_key = models.CharField(max_length=50, null=True, unique=True)
+
+
+class Derived(models.Model):
+    """An output of the triggered ``flow.derived``: no foreign key, so only reparse removes it."""
+
+    result_ref = models.BigIntegerField()
+    number = models.FloatField(default=0)
+
+
+class Note(models.Model):
+    """A second output model, pointing at a buffered ResultItem."""
+
+    result = models.ForeignKey(ResultItem, on_delete=models.CASCADE)
+    text = models.CharField(max_length=100)
+
+
+class UUIDItem(models.Model):
+    """An input with a UUID primary key."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    number = models.IntegerField(default=0)
+
+
+class CodeItem(models.Model):
+    """An input with a text primary key."""
+
+    code = models.CharField(max_length=20, primary_key=True)
+    number = models.IntegerField(default=0)
