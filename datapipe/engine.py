@@ -165,7 +165,8 @@ class Engine:
         """Call ``prepare``/``finish``: outputs they buffer belong to no item."""
         record = self.buffer.begin(None)
         value = hook(arg)
-        self.buffer.keep(record)
+        if record.objects or record.saved:
+            self.buffer.keep(record)
         return value
 
     def _flush(self, results: list) -> None:
