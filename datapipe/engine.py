@@ -45,15 +45,25 @@ class Engine:
             options.keep_results or self.cls.consumes_results() or bool(registry.triggers_of(name))
         )
 
-    def run(self, items: Any) -> RunReport:
-        """Process ``items``; return the report. ``PipeError`` and debug errors propagate."""
+    def run(self, items: Any, ledger=None) -> RunReport:
+        """Process ``items``; return the report. ``PipeError`` and debug errors propagate.
+
+        ``ledger`` (a :class:`datapipe.distributed.ChunkLedger`) runs the items as one
+        chunk of an existing distributed run: its record is used instead of a new one,
+        ``ledger.begin()`` opens the transaction, ``ledger.commit(report, context)`` replaces
+        ``finish_run`` at its end (folding the counts in), and the record is not closed.
+        """
         from .models import PipelineRun
 
         check_items(items, "run()'s items")
         using = self.options.using or (items.db if isinstance(items, QuerySet) else DEFAULT_DB_ALIAS)
         report = RunReport(self.name)
         started = time.monotonic()
-        record = PipelineRun.objects.using(using).create(pipeline_name=self.name)
+        self.ledger = ledger
+        if ledger is not None:
+            record = ledger.run
+        else:
+            record = PipelineRun.objects.using(using).create(pipeline_name=self.name)
         report.run_id = record.pk
         self.record = record
         signals.run_started.send(self.cls, run=record, items=items)
@@ -75,7 +85,8 @@ class Engine:
             report.elapsed = time.monotonic() - started
             try:
                 self.errors.save(record)  # after the transaction: rows survive its rollback
-                self._close_record(record, failure)
+                if ledger is None:
+                    self._close_record(record, failure)
             except Exception:
                 if failure is None:
                     raise
@@ -85,6 +96,8 @@ class Engine:
         return report
 
     def _run(self, items, record) -> None:
+        if self.ledger is not None:
+            self.ledger.begin()
         pipe = self.cls(state=self.state)
         prepared = self._unattributed(pipe.prepare, items)
         if prepared is None:
@@ -113,7 +126,10 @@ class Engine:
         self._unattributed(pipe.finish, results)
         self._flush(results)
         self._fill_record(record)
-        pipe.finish_run(record)
+        if self.ledger is not None:
+            self.ledger.commit(self.report, self.context)
+        else:
+            pipe.finish_run(record)
 
     def _process(self, item, savepoints: ItemSavepoints) -> bool:
         """Process one item by the flow-control table; False stops the loop."""

@@ -93,7 +93,8 @@ class Session:
         items, name = _arguments(items, name, kwargs)
         return self._run_chain(name, items, triggered_by="", active=())
 
-    def _run_chain(self, name, items, triggered_by, active) -> RunReport:
+    def _run_chain(self, name, items, triggered_by, active, ledger=None) -> RunReport:
+        """Run ``name`` with its depends and triggers; ``ledger``: see ``Engine.run``."""
         if name in active:  # registered after the start-up check: never loop
             raise PipelineCycle([*active, name])
         active = (*active, name)
@@ -106,7 +107,7 @@ class Session:
         ]
         from .engine import Engine
 
-        report = Engine(name, self.options, self.context, triggered_by).run(items)
+        report = Engine(name, self.options, self.context, triggered_by).run(items, ledger)
         report.dependencies = dependency_reports
         for target in registry.triggers_of(name):
             report.triggered.append(
