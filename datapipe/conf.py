@@ -24,6 +24,9 @@ DEFAULTS = {
     "PROJECT_ROOT": None,
     # Module name searched in every installed app for pipelines.
     "PIPES_MODULE": "pipes",
+    # Celery: deliveries of a chunk that never finished (its worker died) tolerated
+    # before its items are recorded as errors instead of being delivered again.
+    "CELERY_MAX_REDELIVERIES": 3,
 }
 
 

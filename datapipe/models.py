@@ -30,6 +30,9 @@ class PipelineRun(models.Model):
     message = models.TextField(blank=True)
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Distributed runs: what every chunk is sent with (context, options, queue), so
+    # that chunks can be re-sent; see datapipe.distributed.
+    dispatch = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["-started_at", "-id"]
@@ -117,3 +120,53 @@ class PipelineError(models.Model):
 
     def __str__(self):
         return f"{self.pipeline_name}: {self.error_type} on {self.item_repr[:60]}"
+
+
+class PipelineChunk(models.Model):
+    """One chunk of a distributed run: its items, where it stands, and its counts.
+
+    ``items`` is what the chunk's task is sent: ``{"content_type": id, "pks": [...]}``
+    for model instances, ``{"values": [...]}`` for JSON values, ``{"refs": [...]}`` for
+    a mix. The counts are written in the transaction that did the chunk's work, so a
+    chunk delivered twice is counted once.
+    """
+
+    class Status(models.TextChoices):
+        DISPATCHED = "dispatched", "dispatched"
+        RUNNING = "running", "running"
+        DONE = "done", "done"
+        FAILED = "failed", "failed"
+        LOST = "lost", "lost"
+
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DISPATCHED)
+    items = models.JSONField()
+    size = models.PositiveIntegerField()
+    processed = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    continued = models.PositiveIntegerField(default=0)
+    ignored = models.PositiveIntegerField(default=0)
+    errored = models.PositiveIntegerField(default=0)
+    broke = models.BooleanField(default=False)
+    deliveries = models.PositiveIntegerField(
+        default=0, help_text="How many times a worker started the chunk (retries included)."
+    )
+    task_id = models.CharField(max_length=255, blank=True)
+    worker = models.CharField(max_length=255, blank=True)
+    context = models.JSONField(
+        null=True, blank=True, help_text="The context as the chunk left it (when JSON-encodable)."
+    )
+    message = models.TextField(blank=True)
+    dispatched_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "index"], name="datapipe_chunk_unique_index")
+        ]
+
+    def __str__(self):
+        return f"chunk {self.index} of run {self.run_id} ({self.status})"
