@@ -1,0 +1,138 @@
+"""The demo's pipelines, from raw CSV rows to airports and counts per state.
+
+``airports.load``      CSV rows (JSON values) -> RawAirport staging rows
+``airports.states``    RawAirport -> State rows for the codes they use (a depends)
+``airports.import``    RawAirport -> Airport, after ``airports.states``
+``airports.by_state``  triggered by each run of ``airports.import``: StateSummary
+
+The first version of the import trips on a real defect of the data: twelve rows spell
+their unknown city and state ``"NA"``. Their failures are collected as one error group;
+once the import knows that ``"NA"`` means missing (``settings.AIRPORTS_NA_IS_MISSING``,
+standing in for a code fix), reprocessing the group imports them.
+"""
+
+from django.conf import settings
+from django.db.models import Count
+
+from datapipe import Pipe, pipeline
+
+from .models import Airport, RawAirport, State, StateSummary
+from .states import STATE_NAMES
+
+MISSING = "NA"  # how the data set writes a missing value
+
+
+@pipeline("airports.load")
+class LoadRawRows(Pipe):
+    """Stages each CSV row (a dict: a JSON value, not a model) as a RawAirport.
+
+    Rows already staged are filtered out by ``prepare``, so loading twice adds nothing.
+    """
+
+    def prepare(self, items):
+        staged = set(RawAirport.objects.values_list("iata", flat=True))
+        return super().prepare([row for row in items if row["iata"] not in staged])
+
+    def process(self):
+        row = super().process()
+        self.add_to_save(RawAirport(iata=row["iata"], data=row))
+        return row
+
+
+@pipeline("airports.states")
+class CreateStates(Pipe):
+    """Makes sure a State exists for each state code the raw rows use.
+
+    Codes it does not know are ignored (``PipeIgnore``): the item is rolled back and
+    counted, not collected as an error.
+    """
+
+    def prepare(self, items):
+        self.local.known = set(State.objects.values_list("code", flat=True))
+        return super().prepare(items)
+
+    def process(self):
+        raw = super().process()
+        code = raw.data["state"]
+        if code not in STATE_NAMES:
+            self.ignore(f"unknown state code {code!r}")
+        if code not in self.local.known:
+            State.objects.create(code=code, name=STATE_NAMES[code])
+            self.local.known.add(code)
+        return raw
+
+
+class ParseAirport(Pipe):
+    """Turns the raw row of ``self.item`` into ``self.fields``, the Airport's fields."""
+
+    def prepare(self, items):
+        # One query per run instead of one per item: state code -> State id.
+        self.local.state_ids = dict(State.objects.values_list("code", "id"))
+        return super().prepare(items)
+
+    def process(self):
+        raw = super().process()
+        row = raw.data
+        city, state_code = row["city"], row["state"]
+        if settings.AIRPORTS_NA_IS_MISSING and state_code == MISSING:
+            city, state_id = ("" if city == MISSING else city), None
+        else:
+            state_id = self.local.state_ids[state_code]  # KeyError: 'NA' in the first version
+        self.fields = dict(
+            iata=row["iata"], name=row["name"], city=city, state_id=state_id,
+            country=row["country"], latitude=float(row["latitude"]),
+            longitude=float(row["longitude"]),
+        )
+        return raw
+
+
+@pipeline("airports.import")
+class ImportAirport(ParseAirport):
+    """Saves one Airport per raw row; re-running replaces it (reparse).
+
+    Its results (the airports) are what ``airports.by_state`` runs on.
+    """
+
+    depends = ["airports.states"]
+
+    def process(self):
+        raw = super().process()
+        return self.add_to_save(Airport(raw=raw, **self.fields))
+
+
+@pipeline("airports.by_state", trigger="airports.import")
+class CountByState(Pipe):
+    """Recounts the airports of every state that the triggering run touched.
+
+    The counts come from the database, not from the items, so a run over a few items
+    (a reprocess) leaves every summary right. ``context.summaries`` adds up the
+    summaries written by the runs sharing the context.
+    """
+
+    track = False  # summaries are rewritten in place, not outputs of one airport
+
+    def prepare(self, items):
+        self.local.states = set()
+        return super().prepare(items)
+
+    def process(self):
+        airport = super().process()
+        self.local.states.add(airport.state_id)
+        return airport
+
+    def finish(self, results):
+        super().finish(results)
+        for state_id in sorted(self.local.states, key=lambda pk: pk or 0):
+            airports = Airport.objects.filter(state_id=state_id).order_by("latitude")
+            if airports.exists():
+                StateSummary.objects.update_or_create(
+                    state_id=state_id,
+                    defaults=dict(
+                        airports=airports.aggregate(n=Count("id"))["n"],
+                        southernmost=airports.first().iata,
+                        northernmost=airports.last().iata,
+                    ),
+                )
+            else:
+                StateSummary.objects.filter(state_id=state_id).delete()
+        self.context.summaries = self.context.get("summaries", 0) + len(self.local.states)
