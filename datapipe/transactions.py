@@ -87,7 +87,12 @@ class ItemSavepoints:
         """Undo the item's changes (roll back to its savepoint, if it was opened)."""
         self.armed = False
         if self.sid is not None:
+            # As Atomic.__exit__ does: a failed query inside save() marked the whole
+            # block for rollback; rolling back to the item's savepoint repairs it.
+            self.connection.needs_rollback = False
             self.connection.savepoint_rollback(self.sid)
+            # Released, so that failed items do not nest their successors' savepoints.
+            self.connection.savepoint_commit(self.sid)
             self.sid = None
 
     @property

@@ -364,3 +364,24 @@ def test_atomic_block_around_the_caller_is_respected(session):
     with transaction.atomic():
         session.run(SourceItem.objects.all(), "flow")
         assert ResultItem.objects.count() == 1
+
+
+def test_a_database_error_in_an_item_leaves_the_transaction_usable(session, isolated_registry):
+    @pipeline("test.db_error")
+    class DbError(Pipe):
+        def process(self):
+            ResultItem.objects.create(unique_key=self.item.behaviour)  # "same" collides
+            return self.item
+
+    make_items("same", "same", "other")
+    report = session.run(SourceItem.objects.all(), "test.db_error")
+    assert (report.succeeded, report.errored) == (2, 1)
+    assert sorted(ResultItem.objects.values_list("unique_key", flat=True)) == ["other", "same"]
+    assert "IntegrityError" in report.errors[0].error_type
+
+
+def test_progress_bar_counts_items_on_stderr(capsys):
+    make_items("ok", "ok", "ok")
+    get_session(progress=True).run(SourceItem.objects.all(), "flow.untracked")
+    err = capsys.readouterr().err
+    assert "flow.untracked" in err and "3/3" in err
