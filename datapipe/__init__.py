@@ -17,6 +17,9 @@ from .exceptions import (
 )
 from .pipe import Pipe
 from .registry import pipeline, registry
+
+# Binds the name ``reprocess`` to the function, not to its module of the same name.
+from .reprocess import reprocess
 from .session import Session, get_session
 
 __all__ = [
@@ -41,13 +44,3 @@ __all__ = [
     "InvalidOutput",
     "ItemNotSerializable",
 ]
-
-
-def reprocess(errors, in_celery=False, queue=None):
-    """Reprocess the items behind ``errors`` (a queryset or list of PipelineError rows).
-
-    See :func:`datapipe.reprocess.reprocess`.
-    """
-    from .reprocess import reprocess as _reprocess
-
-    return _reprocess(errors, in_celery=in_celery, queue=queue)

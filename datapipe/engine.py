@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from . import signals
 from .buffer import ItemRecord, SaveBuffer
-from .errors import ErrorCollector
+from .errors import ErrorCollector, ErrorResolver
 from .exceptions import InvalidItems, PipeBreak, PipeContinue, PipeError, PipeIgnore
 from .pipe import AttrDict, PipeState
 from .registry import registry
@@ -66,11 +66,13 @@ class Engine:
             record = PipelineRun.objects.using(using).create(pipeline_name=self.name)
         report.run_id = record.pk
         self.record = record
+        logger.info("Run %s of %r started", record.pk, self.name)
         signals.run_started.send(self.cls, run=record, items=items)
         self.buffer = SaveBuffer(using)
         self.state = PipeState(self.context, sink=self.buffer)
         self.errors = ErrorCollector(self.name, using)
         self.tracker = Tracker(self.name, using, self.triggered_by, enabled=self.cls.track)
+        self.resolver = ErrorResolver(self.name, using)
         self.report = report
         failure = None
         try:
@@ -92,6 +94,7 @@ class Engine:
                     raise
                 # The run's own failure is the one to raise; this one is logged.
                 logger.exception("Could not record the end of run %s of %r", record.pk, self.name)
+            logger.info("Run %s %s: %s", record.pk, "failed" if failure else "finished", report)
             signals.run_finished.send(self.cls, run=record, report=report)
         return report
 
@@ -127,6 +130,7 @@ class Engine:
         self._flush(results)
         self._fill_record(record)
         if self.ledger is not None:
+            self.errors.save(record)  # in the chunk's transaction: written once per chunk
             self.ledger.commit(self.report, self.context)
         else:
             pipe.finish_run(record)
@@ -160,6 +164,8 @@ class Engine:
             self._failed(item, exc)
             if self.options.debug:
                 raise
+            # The row is captured: free the frames (and the items their locals hold).
+            exc.__traceback__ = None
             return True
         else:
             savepoints.commit()
@@ -174,7 +180,9 @@ class Engine:
 
     def _failed(self, item, exc: BaseException) -> None:
         self.report.errored += 1
-        self.errors.add(item, exc)
+        error = self.errors.add(item, exc)
+        logger.warning("%s failed on %s: %s: %s", self.name, error.item_repr, error.error_type,
+                       error.error_message)
         signals.item_failed.send(self.cls, item=item, exception=exc, run=self.record)
 
     def _unattributed(self, hook, arg):
@@ -201,6 +209,7 @@ class Engine:
             failed_ids = {id(record) for record in failed}
             records = [record for record in records if id(record) not in failed_ids]
         self.tracker.write(records)
+        self.resolver.resolve(record.item for record in records)
         if self.keep_results:
             results.extend(record.result for record in records if record.result is not None)
 

@@ -20,12 +20,14 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.views.debug import ExceptionReporter
+from django.views.debug import ExceptionReporter, get_default_exception_reporter_filter
 
 from . import conf
 from .sources import json_value, model_key, value_key
 
-__all__ = ["CapturedError", "ErrorCollector", "capture", "code_revision"]
+__all__ = [
+    "CapturedError", "ErrorCollector", "capture", "code_revision", "item_key", "ErrorResolver",
+]
 
 
 @functools.cache
@@ -104,7 +106,7 @@ def capture(pipeline_name: str, item: Any, exc: BaseException, render: bool) -> 
     if key is not None:
         error.content_type_id, error.item_id = key
         error.item_value = None
-        error.item_key = f"{key[0]}:{key[1]}"
+        error.item_key = _model_item_key(key)
     else:
         error.content_type_id = error.item_id = None
         error.item_value = json_value(item)
@@ -126,7 +128,77 @@ def capture(pipeline_name: str, item: Any, exc: BaseException, render: bool) -> 
 def render_page(exc: BaseException) -> str:
     """Django's technical 500 page for ``exc``: escaped, sensitive variables cleansed."""
     reporter = ExceptionReporter(None, type(exc), exc, exc.__traceback__)
+    reporter.filter = _locals_cleansing_filter()
     return reporter.get_traceback_html()
+
+
+class CleansedLocalsMixin:
+    """Also cleanses local variables that look sensitive, as settings are.
+
+    Django cleanses only the locals named by ``@sensitive_variables``; a failing item's
+    frames often hold a ``password`` or an ``api_key`` without that decorator, and the
+    page is stored in the database. Names (and dict keys) matching the filter's
+    ``hidden_settings`` are replaced by its ``cleansed_substitute``.
+    """
+
+    def get_traceback_frame_variables(self, request, tb_frame):
+        variables = super().get_traceback_frame_variables(request, tb_frame)
+        return [
+            (name, self.cleanse_setting(name, value))
+            if isinstance(value, dict) or self.hidden_settings.search(name)
+            else (name, value)
+            for name, value in variables
+        ]
+
+
+def _locals_cleansing_filter():
+    """The project's exception reporter filter, extended by :class:`CleansedLocalsMixin`."""
+    base = type(get_default_exception_reporter_filter())
+    return type(base.__name__, (CleansedLocalsMixin, base), {})()
+
+
+def _model_item_key(key: tuple[int, str]) -> str:
+    return f"{key[0]}:{key[1]}"
+
+
+def item_key(item: Any) -> str:
+    """The identity of ``item`` in error rows: content type and pk, or a hash of its value."""
+    key = model_key(item)
+    return _model_item_key(key) if key is not None else value_key(item)
+
+
+class ErrorResolver:
+    """Resolves the open error rows of items that now succeed, one UPDATE per batch.
+
+    Local runs, Celery chunks and reprocessing all resolve rows this way. It checks once
+    per run whether the pipeline has open rows at all, and otherwise issues no query.
+    The UPDATE runs in the run's transaction, so a run rolled back resolves nothing.
+    """
+
+    batch = 500
+
+    def __init__(self, pipeline_name: str, using: str):
+        from .models import PipelineError
+
+        self.pipeline_name = pipeline_name
+        self.using = using
+        self.open_rows = PipelineError.objects.using(using).filter(
+            pipeline_name=pipeline_name, resolved=False
+        )
+        self.active = self.open_rows.exists()
+
+    def resolve(self, items) -> int:
+        """Resolve the open rows of ``items`` (which succeeded or continued); return how many."""
+        if not self.active:
+            return 0
+        keys = [item_key(item) for item in items if item is not None]
+        resolved = 0
+        now = timezone.now()
+        for start in range(0, len(keys), self.batch):
+            resolved += self.open_rows.filter(item_key__in=keys[start:start + self.batch]).update(
+                resolved=True, resolved_at=now
+            )
+        return resolved
 
 
 class ErrorCollector:
