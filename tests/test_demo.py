@@ -63,7 +63,8 @@ def test_demo_imports_the_airports_collects_the_na_rows_and_reprocesses_them(dem
 
     assert query(demo_env, "select count(*) from airports_airport") == 3376
     assert query(demo_env, "select count(*) from airports_airport where state_id is null") == 12
-    assert query(demo_env, "select airports from airports_statesummary where state_id is null") == 12
+    unknown = "select airports from airports_statesummary where state_id is null"
+    assert query(demo_env, unknown) == 12
     assert query(demo_env, "select count(*) from datapipe_pipelineerror where resolved") == 12
 
 

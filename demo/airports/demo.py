@@ -57,8 +57,8 @@ class Demo:
         )
 
     def first_import(self) -> None:
-        self.heading(f"2. Import, first version (settings.AIRPORTS_NA_IS_MISSING = False)")
-        since = PipelineRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+        self.heading("2. Import, first version (settings.AIRPORTS_NA_IS_MISSING = False)")
+        since = self.last_run()
         items = RawAirport.objects.all()
         with override_settings(AIRPORTS_NA_IS_MISSING=False):
             if self.in_celery:
@@ -67,13 +67,9 @@ class Demo:
                 handle.wait(timeout=self.celery_timeout)
             else:
                 self.session.run(items, IMPORT)
-        for run in PipelineRun.objects.filter(pk__gt=since).order_by("pk"):
-            self.say(
-                f"   {run.pipeline_name:<18} {run.processed:>5} processed, "
-                f"{run.succeeded:>5} succeeded, {run.ignored:>3} ignored, "
-                f"{run.errored:>3} errored  ({run.status}{', on workers' if run.distributed else ''})"
-            )
-        self.say(f"   context shared by the chained runs: {dict(self.session.context)}")
+        self.runs_since(since)
+        if not self.in_celery:  # a chunk's context stays on its worker
+            self.say(f"   context shared by the chained runs: {dict(self.session.context)}")
 
     def error_groups(self):
         errors = PipelineError.objects.filter(pipeline_name=IMPORT, resolved=False)
@@ -94,11 +90,13 @@ class Demo:
 
     def fix_and_reprocess(self, errors) -> None:
         self.heading("4. The fix: \"NA\" means missing (AIRPORTS_NA_IS_MISSING = True); reprocess")
+        since = self.last_run()
         with override_settings(AIRPORTS_NA_IS_MISSING=True):
             # Runs locally: the setting stands in for a code fix, and a changed setting
             # would not reach the workers, which run the code they started with.
             result = datapipe.reprocess(errors.order_by("pk"))
         self.say(f"   datapipe.reprocess(...) -> {result}")
+        self.runs_since(since)
         still_open = PipelineError.objects.filter(pipeline_name=IMPORT, resolved=False).count()
         resolved = PipelineError.objects.filter(pipeline_name=IMPORT, resolved=True).count()
         self.say(f"   error rows of {IMPORT}: {still_open} open, {resolved} resolved")
@@ -126,6 +124,22 @@ class Demo:
         self.say("   python demo/manage.py createsuperuser")
         self.say("   python demo/manage.py runserver")
         self.say("   then open http://127.0.0.1:8000/admin/")
+
+    # Helpers ----------------------------------------------------------------------------
+
+    @staticmethod
+    def last_run() -> int:
+        return PipelineRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+
+    def runs_since(self, since: int) -> None:
+        """One line per run record after ``since``: depends, the run, its triggers."""
+        for run in PipelineRun.objects.filter(pk__gt=since).order_by("pk"):
+            where = ", on workers" if run.distributed else ""
+            self.say(
+                f"   {run.pipeline_name:<18} {run.processed:>5} processed, "
+                f"{run.succeeded:>5} succeeded, {run.ignored:>3} ignored, "
+                f"{run.errored:>3} errored  ({run.status}{where})"
+            )
 
     def heading(self, text: str) -> None:
         self.say("")

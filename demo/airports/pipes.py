@@ -57,7 +57,8 @@ class CreateStates(Pipe):
         if code not in STATE_NAMES:
             self.ignore(f"unknown state code {code!r}")
         if code not in self.local.known:
-            State.objects.create(code=code, name=STATE_NAMES[code])
+            # get_or_create: Celery chunks running at the same time may race to create it.
+            State.objects.get_or_create(code=code, defaults={"name": STATE_NAMES[code]})
             self.local.known.add(code)
         return raw
 
@@ -105,8 +106,10 @@ class CountByState(Pipe):
     """Recounts the airports of every state that the triggering run touched.
 
     The counts come from the database, not from the items, so a run over a few items
-    (a reprocess) leaves every summary right. ``context.summaries`` adds up the
-    summaries written by the runs sharing the context.
+    (a reprocess) leaves every summary right. In Celery every chunk triggers its own
+    run: the states are locked first, so that of two chunks recounting a state, the
+    later one counts after the earlier one has written. ``context.summaries`` adds up
+    the summaries written by the runs sharing the context.
     """
 
     track = False  # summaries are rewritten in place, not outputs of one airport
@@ -122,6 +125,9 @@ class CountByState(Pipe):
 
     def finish(self, results):
         super().finish(results)
+        # NO KEY: imports inserting airports of these states (key-share locks) go on.
+        locked = State.objects.select_for_update(no_key=True).filter(pk__in=self.local.states)
+        list(locked.order_by("pk"))  # one order for every run: no deadlock between them
         for state_id in sorted(self.local.states, key=lambda pk: pk or 0):
             airports = Airport.objects.filter(state_id=state_id).order_by("latitude")
             if airports.exists():
