@@ -385,3 +385,21 @@ def test_progress_bar_counts_items_on_stderr(capsys):
     get_session(progress=True).run(SourceItem.objects.all(), "flow.untracked")
     err = capsys.readouterr().err
     assert "flow.untracked" in err and "3/3" in err
+
+
+def test_memory_stays_flat_in_the_number_of_rows():
+    import tracemalloc
+
+    def peak_for(count):
+        SourceItem.objects.all().delete()
+        SourceItem.objects.bulk_create([SourceItem() for _ in range(count)], batch_size=2000)
+        tracemalloc.start()
+        try:
+            get_session(chunksize=200).run(SourceItem.objects.all(), "flow.untracked")
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak_for(1000), peak_for(10000)
+    # Ten times the rows: the peak stays within pages of chunksize, not the row count.
+    assert large < small * 2
