@@ -41,7 +41,9 @@ class Registry:
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise PipelineDefinitionError(f"A pipeline name must be a non-empty string: {name!r}")
         if not (isinstance(cls, type) and issubclass(cls, Pipe)):
-            raise PipelineDefinitionError(f"@pipeline({name!r}) decorates Pipe subclasses, not {cls!r}")
+            raise PipelineDefinitionError(
+                f"@pipeline({name!r}) decorates Pipe subclasses, not {cls!r}"
+            )
         classes = [c for c in self._classes.get(name, []) if _class_id(c) != _class_id(cls)]
         classes.append(cls)
         self._compose(name, classes)  # raises before anything is changed

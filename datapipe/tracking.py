@@ -49,7 +49,8 @@ def delete_outputs(outputs: dict[str, list], using: str) -> None:
         levels.append(outputs)
         derived: dict[str, list] = {}
         for label, pks in outputs.items():
-            content_type = ContentType.objects.db_manager(using).get_for_model(apps.get_model(label))
+            model = apps.get_model(label)
+            content_type = ContentType.objects.db_manager(using).get_for_model(model)
             rows = PipelineTrack.objects.using(using).filter(
                 item_content_type=content_type, item_id__in=[str(pk) for pk in pks]
             )
@@ -83,7 +84,10 @@ class Tracker:
             if record.key is not None:
                 by_type.setdefault(record.key[0], []).append(record.key[1])
         for content_type_id, ids in by_type.items():
-            self._revert_rows(self._tracks.filter(item_content_type_id=content_type_id, item_id__in=ids))
+            self._revert_rows(self._rows_of(content_type_id, ids))
+
+    def _rows_of(self, content_type_id: int, ids: list[str]) -> QuerySet:
+        return self._tracks.filter(item_content_type_id=content_type_id, item_id__in=ids)
 
     def _revert_rows(self, rows: QuerySet) -> None:
         old: dict[str, list] = {}
@@ -152,7 +156,7 @@ class Tracker:
             if (content_type_id, pk) not in seen:
                 by_type.setdefault(content_type_id, []).append(pk)
         for content_type_id, ids in by_type.items():
-            self._revert_rows(self._tracks.filter(item_content_type_id=content_type_id, item_id__in=ids))
+            self._revert_rows(self._rows_of(content_type_id, ids))
 
     @staticmethod
     def _both_querysets_comparable(handed, prepared) -> bool:

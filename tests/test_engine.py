@@ -253,8 +253,8 @@ def test_results_are_not_held_when_nothing_consumes_them(session):
 def test_report_counts_time_and_run_record(session):
     make_items("ok", "ignore", "error", "continue")
     report = session.run(SourceItem.objects.all(), "flow")
-    assert (report.processed, report.succeeded, report.ignored, report.errored, report.continued) == (
-        4, 1, 1, 1, 1)
+    counts = (report.processed, report.succeeded, report.ignored, report.errored, report.continued)
+    assert counts == (4, 1, 1, 1, 1)
     assert report.elapsed > 0
     record = PipelineRun.objects.get(pk=report.run_id)
     assert (record.status, record.processed, record.errored, record.ignored) == ("done", 4, 1, 1)

@@ -146,4 +146,5 @@ def test_item_failed_is_sent_for_each_failure(session):
         report = session.run(SourceItem.objects.all(), "flow")
     finally:
         item_failed.disconnect(receiver)
-    assert seen == [("error", "ValueError", report.run_id), ("query_error", "ValueError", report.run_id)]
+    run_id = report.run_id
+    assert seen == [("error", "ValueError", run_id), ("query_error", "ValueError", run_id)]

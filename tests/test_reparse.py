@@ -109,9 +109,8 @@ def test_reparse_cascades_along_triggers(session):
     derived = set(Derived.objects.values_list("result_ref", flat=True))
     assert derived == current and len(current) == len(items)
     assert PipelineTrack.objects.filter(pipeline_name="flow.derived").count() == 2
-    assert set(
-        PipelineTrack.objects.filter(pipeline_name="flow.derived").values_list("triggered_by", flat=True)
-    ) == {"flow"}
+    derived_tracks = PipelineTrack.objects.filter(pipeline_name="flow.derived")
+    assert set(derived_tracks.values_list("triggered_by", flat=True)) == {"flow"}
 
 
 def test_untracked_pipelines_keep_every_output(session):
@@ -159,7 +158,9 @@ def test_tracking_issues_no_query_per_item():
 
 # The invariant, checked against a plain-Python model --------------------------------------
 
-BEHAVIOURS = ["ok", "ok", "continue", "query", "ignore", "error", "query_error", "break", "duplicate"]
+BEHAVIOURS = [
+    "ok", "ok", "continue", "query", "ignore", "error", "query_error", "break", "duplicate",
+]
 N_ITEMS = 5
 
 runs = st.lists(

@@ -2,10 +2,9 @@
 
 from django.db.models import F
 
-from datapipe import PipeError, Pipe, pipeline
+from datapipe import Pipe, PipeError, pipeline
 
 from .models import Derived, Note, ResultItem, SourceItem, UUIDItem
-
 
 # The example of the design contract ---------------------------------------------------
 
