@@ -56,7 +56,8 @@ class Engine:
         from .models import PipelineRun
 
         check_items(items, "run()'s items")
-        using = self.options.using or (items.db if isinstance(items, QuerySet) else DEFAULT_DB_ALIAS)
+        default_alias = items.db if isinstance(items, QuerySet) else DEFAULT_DB_ALIAS
+        using = self.options.using or default_alias
         report = RunReport(self.name)
         started = time.monotonic()
         self.ledger = ledger
