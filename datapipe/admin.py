@@ -1,0 +1,446 @@
+"""The admin: collected errors by group, with their traceback and actions; run records.
+
+Error rows are read-only. Reprocessing and marking rows resolved need the permission
+``datapipe.reprocess_pipelineerror`` ("Can reprocess pipeline errors").
+
+The error change list shows one line per group (same pipeline and signature) by default;
+the "show" filter switches to single rows. An action on a group acts on every open row
+of that group.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.contrib.admin.options import ShowFacets
+from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ChangeList
+from django.db.models import Q
+from django.http import Http404, HttpResponse
+from django.template.defaultfilters import truncatechars
+from django.urls import NoReverseMatch, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+from django.views.decorators.clickjacking import xframe_options_sameorigin
+
+from .exceptions import DatapipeError
+from .groups import group_rows, rows_of_groups
+from .models import PipelineError, PipelineRun
+from .reprocess import reprocess
+
+REPROCESS_PERMISSION = "datapipe.reprocess_pipelineerror"
+
+#: Sent with a stored traceback page: no script, no request, no form, its own origin.
+TRACEBACK_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
+
+
+# Filters ------------------------------------------------------------------------------------
+
+
+class ChoiceFilter(admin.SimpleListFilter):
+    """A filter whose first choice (no parameter) is a named default, not "All"."""
+
+    default_label = ""
+
+    def choices(self, changelist):
+        yield {
+            "selected": self.value() is None,
+            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
+            "display": self.default_label,
+        }
+        for value, label in self.lookup_choices:
+            yield {
+                "selected": self.value() == value,
+                "query_string": changelist.get_query_string({self.parameter_name: value}),
+                "display": label,
+            }
+
+
+class ShowFilter(ChoiceFilter):
+    """Error groups (the default) or single rows."""
+
+    title = "show"
+    parameter_name = "show"
+    default_label = "Error groups"
+
+    def lookups(self, request, model_admin):
+        return [("rows", "Single rows")]
+
+    def queryset(self, request, queryset):
+        return queryset  # read by PipelineErrorAdmin.showing_rows
+
+
+class StatusFilter(ChoiceFilter):
+    """Open rows (the default), resolved rows, or all."""
+
+    title = "status"
+    parameter_name = "status"
+    default_label = "Open"
+
+    def lookups(self, request, model_admin):
+        return [("resolved", "Resolved"), ("missing", "Item missing"), ("all", "All")]
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value == "all":
+            return queryset
+        if value == "missing":
+            return queryset.filter(resolved=False, item_missing=True)
+        return queryset.filter(resolved=value == "resolved")
+
+
+class ErrorChangeList(ChangeList):
+    """Filters and searches rows, then shows groups of them unless single rows are asked for."""
+
+    def get_queryset(self, request, exclude_parameters=None):
+        rows = super().get_queryset(request, exclude_parameters)
+        if self.model_admin.showing_rows(request):
+            return rows
+        return group_rows(rows)
+
+
+# Errors -------------------------------------------------------------------------------------
+
+
+@admin.register(PipelineError)
+class PipelineErrorAdmin(admin.ModelAdmin):
+    """Collected errors: groups, rows, the rendered traceback, and what to do with them."""
+
+    list_filter = [ShowFilter, StatusFilter, "pipeline_name", "error_type"]
+    search_fields = ["item_id", "item_repr", "error_message"]
+    actions = ["reprocess_locally", "reprocess_in_celery", "mark_resolved"]
+    show_full_result_count = False
+    show_facets = ShowFacets.NEVER
+    list_per_page = 50
+    change_form_template = "datapipe/admin/pipelineerror_change_form.html"
+    fieldsets = [
+        (None, {"fields": [
+            "error", "pipeline_name", "item", "item_value", "status", "attempts",
+            "first_seen", "last_seen", "revision", "run_link",
+        ]}),
+        ("This failure", {"fields": ["group"]}),
+        ("Stack", {"fields": ["frames_table"]}),
+        ("Traceback", {"fields": ["traceback"], "classes": ["wide"]}),
+    ]
+    readonly_fields = [
+        "error", "item", "status", "run_link", "group", "frames_table", "traceback",
+    ]
+
+    # Read-only rows ----------------------------------------------------------------------
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_reprocess_permission(self, request):
+        """Reprocessing and resolving need ``datapipe.reprocess_pipelineerror``."""
+        return request.user.has_perm(REPROCESS_PERMISSION)
+
+    # The change list ----------------------------------------------------------------------
+
+    @staticmethod
+    def showing_rows(request) -> bool:
+        """Whether the change list shows single rows rather than groups."""
+        return request.GET.get(ShowFilter.parameter_name) == "rows"
+
+    def get_changelist(self, request, **kwargs):
+        return ErrorChangeList
+
+    def get_list_display(self, request):
+        if self.showing_rows(request):
+            return ["item_short", "pipeline_name", "error_short", "attempts", "status",
+                    "last_seen"]
+        return ["error_short", "pipeline_name", "open_rows", "items_affected",
+                "first_seen_in_group", "last_seen_in_group", "rows_link"]
+
+    def get_list_display_links(self, request, list_display):
+        return [list_display[0]]
+
+    def get_sortable_by(self, request):
+        return self.get_list_display(request) if self.showing_rows(request) else []
+
+    @admin.display(description="error")
+    def error_short(self, row):
+        return truncatechars(f"{row.error_type}: {row.error_message}", 120)
+
+    @admin.display(description="item")
+    def item_short(self, row):
+        return truncatechars(row.item_repr, 80)
+
+    @admin.display(description="open rows")
+    def open_rows(self, row):
+        return row.open_rows
+
+    @admin.display(description="items affected")
+    def items_affected(self, row):
+        return row.items
+
+    @admin.display(description="first seen")
+    def first_seen_in_group(self, row):
+        return row.group_first_seen
+
+    @admin.display(description="last seen")
+    def last_seen_in_group(self, row):
+        return row.group_last_seen
+
+    @admin.display(description="rows")
+    def rows_link(self, row):
+        return format_html('<a href="{}">{} rows</a>', self.group_url(row), row.group_rows)
+
+    def group_url(self, row) -> str:
+        """The change list of the single rows in the group of ``row``."""
+        query = {"show": "rows", "status": "all", "pipeline_name": row.pipeline_name,
+                 "signature": row.signature}
+        url = reverse(f"{self.admin_site.name}:datapipe_pipelineerror_changelist")
+        return f"{url}?{urlencode(query)}"
+
+    # The detail page ----------------------------------------------------------------------
+
+    @admin.display(description="error")
+    def error(self, row):
+        return f"{row.error_type}: {row.error_message}"
+
+    @admin.display(description="status")
+    def status(self, row):
+        if row.resolved:
+            return f"resolved at {row.resolved_at:%Y-%m-%d %H:%M:%S}" if row.resolved_at else "resolved"
+        return "open, item missing" if row.item_missing else "open"
+
+    @admin.display(description="item")
+    def item(self, row):
+        url = self.item_admin_url(row)
+        if url is None:
+            return row.item_repr
+        return format_html('<a href="{}">{}</a>', url, row.item_repr)
+
+    def item_admin_url(self, row) -> str | None:
+        """The admin page of the row's item, when its model has one."""
+        if row.item_content_type_id is None or row.item_id is None or row.item_missing:
+            return None
+        model = row.item_content_type.model_class()
+        if model is None or not self.admin_site.is_registered(model):
+            return None
+        opts = model._meta
+        try:
+            return reverse(
+                f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change",
+                args=[quote(row.item_id)],
+            )
+        except NoReverseMatch:
+            return None
+
+    @admin.display(description="run")
+    def run_link(self, row):
+        if row.run_id is None:
+            return "-"
+        url = reverse(f"{self.admin_site.name}:datapipe_pipelinerun_change", args=[row.run_id])
+        return format_html('<a href="{}">{}</a>', url, row.run)
+
+    @admin.display(description="group")
+    def group(self, row):
+        figures = group_rows(PipelineError.objects.using(row._state.db).filter(
+            pipeline_name=row.pipeline_name, signature=row.signature)).get()
+        return format_html(
+            '{} open rows of {}, {} items affected, first seen {}, last seen {}. '
+            '<a href="{}">See the rows</a>. Signature <code>{}</code>.',
+            figures.open_rows, figures.group_rows, figures.items,
+            figures.group_first_seen, figures.group_last_seen, self.group_url(row), row.signature,
+        )
+
+    @admin.display(description="frames")
+    def frames_table(self, row):
+        if not row.frames:
+            return "-"
+        body = format_html_join(
+            "", "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td>"
+            "<td><code>{}</code></td></tr>",
+            ((f.get("file", ""), f.get("line", ""), f.get("function", ""), f.get("code", ""))
+             for f in row.frames),
+        )
+        return format_html(
+            '<table class="datapipe-frames"><thead><tr><th>file</th><th>line</th>'
+            "<th>function</th><th>code</th></tr></thead><tbody>{}</tbody></table>", body
+        )
+
+    @admin.display(description="traceback")
+    def traceback(self, row):
+        page = page_row(row)
+        if page is None:
+            return "No rendered traceback stored for this failure."
+        url = reverse(f"{self.admin_site.name}:datapipe_pipelineerror_traceback", args=[row.pk])
+        note = "" if page.pk == row.pk else f" (rendered for row {page.pk} of this failure)"
+        return format_html(
+            '<iframe sandbox src="{}" title="traceback" class="datapipe-traceback" '
+            'style="width:100%;height:70vh;border:1px solid #ccc"></iframe>'
+            '<p><a href="{}" target="_blank" rel="noopener">Open the traceback page</a>{}</p>',
+            url, url, note,
+        )
+
+    def get_urls(self):
+        view = self.admin_site.admin_view(self.traceback_view)
+        return [
+            path("<path:object_id>/traceback/", view, name="datapipe_pipelineerror_traceback"),
+            *super().get_urls(),
+        ]
+
+    @xframe_options_sameorigin
+    def traceback_view(self, request, object_id):
+        """The stored technical 500 page of a row, sandboxed by its CSP."""
+        row = self.get_object(request, object_id)
+        if row is None or not self.has_view_permission(request, row):
+            raise Http404("No such error row")
+        page = page_row(row)
+        if page is None:
+            raise Http404("No rendered traceback stored for this failure")
+        response = HttpResponse(page.traceback_html, content_type="text/html; charset=utf-8")
+        response["Content-Security-Policy"] = TRACEBACK_CSP
+        response["X-Content-Type-Options"] = "nosniff"
+        response["Referrer-Policy"] = "no-referrer"
+        return response
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        if obj is not None:
+            changelist = reverse(f"{self.admin_site.name}:datapipe_pipelineerror_changelist")
+            context.update(
+                can_reprocess=self.has_reprocess_permission(request),
+                group_url=self.group_url(obj),
+                row_url=f"{changelist}?{urlencode({'show': 'rows', 'status': 'all'})}",
+            )
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    # Actions ----------------------------------------------------------------------------------
+
+    def open_rows_of(self, request, queryset):
+        """The open rows an action applies to: every open row of the selected groups."""
+        if self.showing_rows(request):
+            return queryset.model._default_manager.filter(
+                pk__in=list(queryset.values_list("pk", flat=True)), resolved=False
+            )
+        return rows_of_groups(queryset)
+
+    @admin.action(description="Reprocess locally", permissions=["reprocess"])
+    def reprocess_locally(self, request, queryset):
+        self._reprocess(request, queryset, in_celery=False)
+
+    @admin.action(description="Reprocess in Celery", permissions=["reprocess"])
+    def reprocess_in_celery(self, request, queryset):
+        self._reprocess(request, queryset, in_celery=True)
+
+    def _reprocess(self, request, queryset, in_celery):
+        from .session import get_session
+
+        rows = self.open_rows_of(request, queryset)
+        try:
+            result = reprocess(rows, in_celery=in_celery, session=get_session(progress=False))
+        except (DatapipeError, OSError) as exc:
+            self.message_user(request, f"Could not reprocess: {exc}", messages.ERROR)
+            return
+        for outcome in result.pipelines.values():
+            ok = outcome.handles or (outcome.still_open == 0 and outcome.missing == 0)
+            self.message_user(request, str(outcome), messages.SUCCESS if ok else messages.WARNING)
+        if not result.pipelines:
+            self.message_user(request, "No open rows to reprocess.", messages.INFO)
+
+    @admin.action(description="Mark resolved", permissions=["reprocess"])
+    def mark_resolved(self, request, queryset):
+        count = self.open_rows_of(request, queryset).update(
+            resolved=True, resolved_at=timezone.now()
+        )
+        self.message_user(request, f"{count} rows marked resolved.", messages.SUCCESS)
+
+
+def page_row(row) -> PipelineError | None:
+    """The row whose stored page shows ``row``'s failure: itself, else its group's latest."""
+    if row.traceback_html:
+        return row
+    return (
+        PipelineError.objects.using(row._state.db)
+        .filter(pipeline_name=row.pipeline_name, signature=row.signature)
+        .exclude(Q(traceback_html="") | Q(traceback_html__isnull=True))
+        .order_by("-last_seen", "-pk")
+        .first()
+    )
+
+
+# Runs ---------------------------------------------------------------------------------------
+
+
+@admin.register(PipelineRun)
+class PipelineRunAdmin(admin.ModelAdmin):
+    """Run records, read-only: status, counts, timings and progress."""
+
+    list_display = ["__str__", "pipeline_name", "status", "distributed", "progress",
+                    "processed", "succeeded", "continued", "ignored", "errored",
+                    "started_at", "elapsed_seconds"]
+    list_filter = ["status", "distributed", "pipeline_name"]
+    search_fields = ["pipeline_name", "=id"]
+    change_form_template = "datapipe/admin/pipelinerun_change_form.html"
+    #: Seconds between reloads of the page of a running run (its live progress).
+    refresh_seconds = 5
+    readonly_fields = ["progress", "elapsed_seconds", "errors_link", "chunks_table"]
+    fields = [
+        "pipeline_name", "status", "distributed", "triggered_by", "progress",
+        ("processed", "succeeded", "continued", "ignored", "errored", "broke"),
+        "message", "started_at", "finished_at", "elapsed_seconds", "errors_link", "chunks_table",
+    ]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="",
+                           obj=None):
+        if obj is not None and obj.status == obj.Status.RUNNING:
+            context["refresh_seconds"] = self.refresh_seconds
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    @admin.display(description="progress")
+    def progress(self, run):
+        total = max(run.chunks_total, 1)
+        return format_html(
+            '<progress value="{}" max="{}"></progress> {}/{} chunks',
+            run.chunks_done, total, run.chunks_done, run.chunks_total,
+        )
+
+    @admin.display(description="elapsed (s)")
+    def elapsed_seconds(self, run):
+        if run.finished_at is None:
+            return f"{(timezone.now() - run.started_at).total_seconds():.1f} (running)"
+        return f"{run.elapsed:.1f}"
+
+    @admin.display(description="errors")
+    def errors_link(self, run):
+        url = reverse(f"{self.admin_site.name}:datapipe_pipelineerror_changelist")
+        query = urlencode({"show": "rows", "status": "all", "run": run.pk})
+        count = PipelineError.objects.using(run._state.db).filter(run=run).count()
+        return format_html('<a href="{}?{}">{} error rows</a>', url, query, count)
+
+    @admin.display(description="chunks")
+    def chunks_table(self, run):
+        chunks = getattr(run, "chunks", None)
+        if chunks is None:
+            return "-"
+        rows = [
+            (chunk.index, chunk.status, chunk.processed, chunk.succeeded, chunk.continued,
+             chunk.ignored, chunk.errored)
+            for chunk in chunks.order_by("index")[:1000]
+        ]
+        if not rows:
+            return "-"
+        return format_html(
+            "<table><thead><tr><th>chunk</th><th>status</th><th>processed</th>"
+            "<th>succeeded</th><th>continued</th><th>ignored</th><th>errored</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            format_html_join("", "<tr>" + "<td>{}</td>" * 7 + "</tr>", rows),
+        )
