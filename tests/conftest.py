@@ -34,3 +34,6 @@ def isolated_registry():
 @pytest.fixture
 def postgres_only():
     require(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL)")
+
+
+from tests.workers import celery_queue, celery_worker, start_worker  # noqa: E402,F401  (Celery fixtures)

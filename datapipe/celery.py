@@ -1,0 +1,64 @@
+"""Configuring a project's Celery app for datapipe's workers.
+
+Call :func:`configure` in the module that creates the app::
+
+    app = Celery("proj")
+    app.config_from_object("django.conf:settings", namespace="CELERY")
+    datapipe.celery.configure(app)
+    app.autodiscover_tasks()
+
+Celery's Django fix-up closes every database connection before and after every task,
+so each chunk pays a new connection (and PostgreSQL a new backend process): measured
+at 15-25% of a distributed run of small chunks. :func:`configure` keeps connections
+open across tasks and closes only those that broke; ``worker_max_tasks_per_child``
+recycles them with the process.
+"""
+
+from __future__ import annotations
+
+from celery import signals
+from celery.fixups.django import DjangoFixup
+from django.db import connections
+
+__all__ = ["configure", "keep_database_connections", "close_broken_connections"]
+
+
+def configure(app) -> None:
+    """Make ``app``'s workers fit for datapipe: JSON accepted, connections kept."""
+    accepted = list(app.conf.accept_content or [])
+    if "json" not in accepted:
+        app.conf.accept_content = [*accepted, "json"]
+    keep_database_connections(app)
+
+
+def keep_database_connections(app) -> None:
+    """Stop the Django fix-up of ``app`` from closing connections around every task.
+
+    The fix-up connects its handlers when the worker starts; ours runs after it (it is
+    connected later) and disconnects the per-task ones, keeping the rest (connections
+    inherited by pool processes are still dropped when they start).
+    """
+
+    def on_worker_init(**kwargs):
+        for fixup in getattr(app, "_fixups", None) or ():
+            if isinstance(fixup, DjangoFixup):
+                worker_fixup = fixup.worker_fixup
+                signals.task_prerun.disconnect(worker_fixup.on_task_prerun)
+                signals.task_postrun.disconnect(worker_fixup.on_task_postrun)
+        signals.task_postrun.connect(close_broken_connections, weak=False)
+
+    signals.worker_init.connect(on_worker_init, weak=False)
+
+
+def close_broken_connections(**kwargs) -> None:
+    """After a task: close connections that saw an error and no longer work.
+
+    Celery signal handler; the return value is ignored.
+    """
+    for connection in connections.all(initialized_only=True):
+        if connection.connection is None:
+            continue
+        if connection.errors_occurred and not connection.is_usable():
+            connection.close()
+        else:
+            connection.errors_occurred = False
