@@ -208,7 +208,8 @@ class PipelineErrorAdmin(admin.ModelAdmin):
     @admin.display(description="status")
     def status(self, row):
         if row.resolved:
-            return f"resolved at {row.resolved_at:%Y-%m-%d %H:%M:%S}" if row.resolved_at else "resolved"
+            when = f" at {row.resolved_at:%Y-%m-%d %H:%M:%S}" if row.resolved_at else ""
+            return f"resolved{when}"
         return "open, item missing" if row.item_missing else "open"
 
     @admin.display(description="item")

@@ -26,7 +26,8 @@ def group_rows(rows: QuerySet) -> QuerySet:
     ).values("pipeline_name", "signature")
 
     def figure(aggregate, output_field=None):
-        return Subquery(group.annotate(figure=aggregate).values("figure"), output_field=output_field)
+        figures = group.annotate(figure=aggregate).values("figure")
+        return Subquery(figures, output_field=output_field)
 
     return rows.model._default_manager.using(rows.db).filter(pk__in=latest).annotate(
         group_rows=figure(Count("pk"), IntegerField()),

@@ -1,0 +1,257 @@
+"""``manage.py datapipe``: list pipelines, run them, follow runs, see and reprocess errors.
+
+Subcommands::
+
+    datapipe list
+    datapipe run NAME --model app.Model [--filter field=value ...] [--chunksize N]
+                 [--celery [--queue Q] [--wait]]
+    datapipe status RUN_ID
+    datapipe resend RUN_ID [--stale-after SECONDS] [--queue Q]
+    datapipe errors [--pipeline P] [--all]
+    datapipe reprocess (--signature S | --pipeline P | --id N) [--celery [--queue Q]]
+"""
+
+from __future__ import annotations
+
+import time
+
+from django.apps import apps
+from django.core.exceptions import FieldError, ValidationError
+from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count
+
+from datapipe import get_session, registry
+from datapipe.exceptions import DatapipeError
+from datapipe.groups import group_rows
+from datapipe.models import PipelineError, PipelineRun
+from datapipe.reprocess import reprocess
+
+#: Seconds between two progress polls of ``run --celery --wait``.
+POLL_SECONDS = 0.5
+
+
+def table(headers: list[str], rows: list[list]) -> str:
+    """``rows`` as text columns under ``headers``."""
+    cells = [[str(cell) for cell in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+             for row in cells]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+class Command(BaseCommand):
+    help = "List and run pipelines, follow runs, list and reprocess collected errors."
+
+    def add_arguments(self, parser):
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="SUBCOMMAND")
+
+        sub.add_parser("list", help="Pipelines with their depends and triggers.")
+
+        run = sub.add_parser("run", help="Run a pipeline on the rows of a model.")
+        run.add_argument("name", help="The pipeline's name.")
+        run.add_argument("--model", required=True, help="The items' model, as app_label.Model.")
+        run.add_argument("--filter", action="append", default=[], metavar="FIELD=VALUE",
+                         help="Keep the rows where FIELD (a lookup, e.g. number__gt) is VALUE; "
+                              "repeat for more.")
+        run.add_argument("--chunksize", type=int,
+                         help="Items per batch locally; items per Celery chunk with --celery.")
+        run.add_argument("--celery", action="store_true", help="Run on Celery workers.")
+        run.add_argument("--queue", help="The Celery queue (with --celery).")
+        run.add_argument("--wait", action="store_true",
+                         help="With --celery: show progress until the run is done.")
+
+        status = sub.add_parser("status", help="A run record, and its chunks.")
+        status.add_argument("run_id", type=int)
+
+        resend = sub.add_parser("resend", help="Send a run's failed and lost chunks again.")
+        resend.add_argument("run_id", type=int)
+        resend.add_argument("--stale-after", type=float, metavar="SECONDS",
+                            help="First mark chunks running or queued for longer as lost.")
+        resend.add_argument("--queue", help="Send them to this queue instead.")
+
+        errors = sub.add_parser("errors", help="Collected errors, one line per failure.")
+        errors.add_argument("--pipeline", help="Only this pipeline's errors.")
+        errors.add_argument("--all", action="store_true", help="Resolved errors too.")
+
+        again = sub.add_parser("reprocess", help="Run the items of open error rows again.")
+        which = again.add_mutually_exclusive_group(required=True)
+        which.add_argument("--signature", help="A failure's signature (or its first characters).")
+        which.add_argument("--pipeline", help="Every open row of this pipeline.")
+        which.add_argument("--id", type=int, help="One error row.")
+        again.add_argument("--celery", action="store_true", help="Reprocess on Celery workers.")
+        again.add_argument("--queue", help="The Celery queue (with --celery).")
+
+    def handle(self, *args, subcommand, **options):
+        try:
+            getattr(self, "handle_" + subcommand)(**options)
+        except DatapipeError as exc:  # unknown pipeline, Celery not available, ...
+            raise CommandError(str(exc)) from exc
+
+    def say(self, text: str = "") -> None:
+        self.stdout.write(text)
+
+    # Pipelines -----------------------------------------------------------------------------
+
+    def handle_list(self, **options):
+        rows = [
+            [name, ", ".join(registry.depends_of(name)) or "-",
+             ", ".join(registry.triggers_of(name)) or "-",
+             ", ".join(registry.triggered_by(name)) or "-"]
+            for name in registry.names()
+        ]
+        self.say(table(["pipeline", "depends on", "triggers", "triggered by"], rows))
+
+    def handle_run(self, name, model, filter, chunksize, celery, queue, wait, **options):
+        registry.get(name)  # PipelineNotFound -> CommandError
+        items = self.items(model, filter)
+        if chunksize is not None and chunksize < 1:
+            raise CommandError("--chunksize must be a positive integer.")
+        if not celery:
+            if queue or wait:
+                raise CommandError("--queue and --wait go with --celery.")
+            report = get_session(chunksize=chunksize).run(items, name)
+            self.print_report(report)
+            return
+        handle = get_session().run_in_celery(
+            items, name, celery_chunksize=chunksize or 10, queue=queue
+        )
+        self.say(f"Run {handle.id} of {name!r} sent to Celery; follow it with "
+                 f"`manage.py datapipe status {handle.id}`.")
+        if wait:
+            self.follow(handle)
+
+    def items(self, label: str, filters: list[str]):
+        """The QuerySet of ``label``'s rows kept by the ``field=value`` filters."""
+        try:
+            model = apps.get_model(label)
+        except (LookupError, ValueError) as exc:
+            raise CommandError(f"Unknown model {label!r}: give it as app_label.Model.") from exc
+        lookups = {}
+        for text in filters:
+            field, sep, value = text.partition("=")
+            if not sep or not field:
+                raise CommandError(f"Bad filter {text!r}: write it as field=value.")
+            lookups[field] = value
+        try:
+            return model._default_manager.filter(**lookups)
+        except (FieldError, ValidationError, ValueError, TypeError) as exc:
+            raise CommandError(f"Bad filter on {label}: {exc}") from exc
+
+    def print_report(self, report, indent: str = "") -> None:
+        for dependency in report.dependencies:
+            self.print_report(dependency, indent + "(depends) ")
+        self.say(f"{indent}{report} (run {report.run_id})")
+        for triggered in report.triggered:
+            self.print_report(triggered, indent + "(triggered) ")
+        if report.errored and not indent:
+            self.say(f"See the errors with `manage.py datapipe errors --pipeline "
+                     f"{report.pipeline}`.")
+
+    def follow(self, handle) -> None:
+        """A progress bar of chunks done until the run is over, then its counts."""
+        from tqdm import tqdm
+
+        # tqdm rewrites its line with "\r": give it the raw stream, not Django's wrapper.
+        with tqdm(total=None, unit="chunk", file=self.stderr._out) as bar:
+            while True:
+                progress = handle.progress()
+                bar.total = progress["chunks_total"]
+                bar.n = progress["chunks_done"]
+                bar.set_postfix(processed=progress["processed"], errored=progress["errored"])
+                if progress["status"] != PipelineRun.Status.RUNNING:
+                    break
+                time.sleep(POLL_SECONDS)
+        counts = ", ".join(f"{progress[name]} {name}" for name in
+                           ("processed", "succeeded", "continued", "ignored", "errored"))
+        self.say(f"Run {handle.id} {progress['status']}: {counts}")
+
+    # Runs ------------------------------------------------------------------------------------
+
+    def run_record(self, run_id: int) -> PipelineRun:
+        try:
+            return PipelineRun.objects.get(pk=run_id)
+        except PipelineRun.DoesNotExist:
+            raise CommandError(f"No run {run_id}.") from None
+
+    def handle_status(self, run_id, **options):
+        run = self.run_record(run_id)
+        elapsed = (f"{run.elapsed:.1f}s" if run.elapsed is not None else "running")
+        fields = [
+            ("run", run.pk), ("pipeline", run.pipeline_name), ("status", run.status),
+            ("distributed", "yes" if run.distributed else "no"),
+            ("chunks", f"{run.chunks_done}/{run.chunks_total} done"),
+            *((name, getattr(run, name)) for name in
+              ("processed", "succeeded", "continued", "ignored", "errored")),
+            ("broke", "yes" if run.broke else "no"),
+            ("started", f"{run.started_at:%Y-%m-%d %H:%M:%S}"),
+            ("finished", f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "-"),
+            ("elapsed", elapsed),
+            ("error rows", PipelineError.objects.filter(run=run).count()),
+        ]
+        if run.message:
+            fields.append(("message", run.message))
+        width = max(len(name) for name, _ in fields)
+        for name, value in fields:
+            self.say(f"{name.ljust(width)}  {value}")
+        chunks = getattr(run, "chunks", None)
+        if chunks is not None and chunks.exists():
+            self.print_chunks(chunks)
+
+    def print_chunks(self, chunks) -> None:
+        by_status = dict(chunks.values_list("status").annotate(n=Count("pk")).order_by())
+        counts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+        self.say(f"\nchunks: {counts}")
+        unfinished = chunks.exclude(status="done").order_by("index")[:50]
+        rows = [[c.index, c.status, c.processed, c.succeeded, c.errored] for c in unfinished]
+        if rows:
+            self.say(table(["chunk", "status", "processed", "succeeded", "errored"], rows))
+
+    def handle_resend(self, run_id, stale_after, queue, **options):
+        self.run_record(run_id)
+        try:
+            from datapipe.distributed import resend
+        except ImportError as exc:
+            raise CommandError("Resending needs datapipe.distributed.") from exc
+        sent = resend(run_id, stale_after=stale_after, queue=queue)
+        self.say(f"{sent} chunks of run {run_id} sent again.")
+
+    # Errors ----------------------------------------------------------------------------------
+
+    def handle_errors(self, pipeline, all, **options):
+        rows = PipelineError.objects.all() if all else PipelineError.objects.filter(resolved=False)
+        if pipeline:
+            rows = rows.filter(pipeline_name=pipeline)
+        groups = list(group_rows(rows))
+        if not groups:
+            self.say("No open errors." if not all else "No errors.")
+            return
+        lines = [
+            [g.signature[:12], g.pipeline_name, g.open_rows, g.items,
+             f"{g.group_first_seen:%Y-%m-%d %H:%M}", f"{g.group_last_seen:%Y-%m-%d %H:%M}",
+             f"{g.error_type}: {g.error_message}"[:80]]
+            for g in groups
+        ]
+        self.say(table(["signature", "pipeline", "open", "items", "first seen", "last seen",
+                        "error"], lines))
+        self.say("\nReprocess a failure with `manage.py datapipe reprocess --signature SIG`.")
+
+    def handle_reprocess(self, signature, pipeline, id, celery, queue, **options):
+        if queue and not celery:
+            raise CommandError("--queue goes with --celery.")
+        rows = PipelineError.objects.filter(resolved=False)
+        if signature is not None:
+            rows = rows.filter(signature__startswith=signature)
+            if len({row[0] for row in rows.values_list("signature").distinct()[:2]}) > 1:
+                raise CommandError(f"Signature {signature!r} matches several failures: "
+                                   "give more characters.")
+        elif pipeline is not None:
+            rows = rows.filter(pipeline_name=pipeline)
+        else:
+            rows = rows.filter(pk=id)
+        if not rows.exists():
+            raise CommandError("No open error rows match.")
+        result = reprocess(rows, in_celery=celery, queue=queue)
+        self.say(str(result))
+        for handle in result.handles:
+            self.say(f"Follow run {handle.id} with `manage.py datapipe status {handle.id}`.")
