@@ -56,7 +56,7 @@ def test_demo_imports_the_airports_collects_the_na_rows_and_reprocesses_them(dem
     assert "airports.by_state   3364 processed" in out
     assert "Error groups of airports.import: 1 open, 12 items" in out
     assert "KeyError: 'NA'  x12" in out
-    assert "error rows of airports.import: 0 open, 12 resolved" in out
+    assert "open error rows of airports.import: 0 (12 resolved by this reprocess)" in out
     assert "3376 raw rows, 3376 airports" in out
     assert "unknown state                  12 airports" in out
     assert "python demo/manage.py runserver" in out

@@ -6,6 +6,7 @@ configured the import runs on Celery workers instead.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from django.conf import settings
@@ -65,6 +66,7 @@ class Demo:
                 handle = self.session.run_in_celery(items, IMPORT, celery_chunksize=500)
                 self.say(f"   sent to Celery as run #{handle.id}; waiting for the workers")
                 handle.wait(timeout=self.celery_timeout)
+                self.wait_for_chained_runs(since)
             else:
                 self.session.run(items, IMPORT)
         self.runs_since(since)
@@ -98,8 +100,10 @@ class Demo:
         self.say(f"   datapipe.reprocess(...) -> {result}")
         self.runs_since(since)
         still_open = PipelineError.objects.filter(pipeline_name=IMPORT, resolved=False).count()
-        resolved = PipelineError.objects.filter(pipeline_name=IMPORT, resolved=True).count()
-        self.say(f"   error rows of {IMPORT}: {still_open} open, {resolved} resolved")
+        self.say(
+            f"   open error rows of {IMPORT}: {still_open} "
+            f"({result.resolved} resolved by this reprocess)"
+        )
 
     def outputs(self) -> None:
         self.heading("5. Outputs")
@@ -132,14 +136,33 @@ class Demo:
         return PipelineRun.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
 
     def runs_since(self, since: int) -> None:
-        """One line per run record after ``since``: depends, the run, its triggers."""
+        """A line per pipeline run since the run record ``since``, runs of chunks summed."""
+        lines: dict[str, dict] = {}
         for run in PipelineRun.objects.filter(pk__gt=since).order_by("pk"):
-            where = ", on workers" if run.distributed else ""
+            line = lines.setdefault(run.pipeline_name, {
+                "runs": 0, "processed": 0, "succeeded": 0, "ignored": 0, "errored": 0,
+                "where": set(),
+            })
+            line["runs"] += 1
+            for count in ("processed", "succeeded", "ignored", "errored"):
+                line[count] += getattr(run, count)
+            line["where"].add("on workers" if run.distributed else "")
+        for name, line in lines.items():
+            runs = f"{line['runs']} runs" if line["runs"] > 1 else "1 run"
+            where = ", ".join(sorted(filter(None, line["where"])) + [runs])
             self.say(
-                f"   {run.pipeline_name:<18} {run.processed:>5} processed, "
-                f"{run.succeeded:>5} succeeded, {run.ignored:>3} ignored, "
-                f"{run.errored:>3} errored  ({run.status}{where})"
+                f"   {name:<18} {line['processed']:>5} processed, {line['succeeded']:>5} "
+                f"succeeded, {line['ignored']:>3} ignored, {line['errored']:>3} errored  ({where})"
             )
+
+    def wait_for_chained_runs(self, since: int) -> None:
+        """Wait until the runs that chunks chained (depends, triggers) have finished too."""
+        deadline = time.monotonic() + self.celery_timeout
+        running = PipelineRun.objects.filter(pk__gt=since, status=PipelineRun.Status.RUNNING)
+        while running.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"runs still running after {self.celery_timeout}s")
+            time.sleep(0.2)
 
     def heading(self, text: str) -> None:
         self.say("")

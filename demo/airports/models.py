@@ -55,7 +55,7 @@ class StateSummary(models.Model):
 
     class Meta:
         verbose_name_plural = "state summaries"
-        ordering = ["-airports"]
+        ordering = ["-airports", "state__code"]
 
     def __str__(self):
         return f"{self.state or 'unknown state'}: {self.airports} airports"

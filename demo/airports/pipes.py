@@ -12,7 +12,7 @@ standing in for a code fix), reprocessing the group imports them.
 """
 
 from django.conf import settings
-from django.db.models import Count
+from django.db.models import Count, QuerySet
 
 from datapipe import Pipe, pipeline
 
@@ -43,23 +43,25 @@ class LoadRawRows(Pipe):
 class CreateStates(Pipe):
     """Makes sure a State exists for each state code the raw rows use.
 
-    Codes it does not know are ignored (``PipeIgnore``): the item is rolled back and
-    counted, not collected as an error.
+    ``prepare`` creates the missing ones, all at once and in code order: Celery chunks
+    running at the same time then wait for each other rather than deadlock. Rows whose
+    code is unknown are ignored (``PipeIgnore``): counted, not collected as errors.
     """
 
     def prepare(self, items):
-        self.local.known = set(State.objects.values_list("code", flat=True))
+        if isinstance(items, QuerySet):  # one query, not every row in memory
+            used = set(items.values_list("data__state", flat=True).distinct())
+        else:
+            used = {raw.data["state"] for raw in items}
+        codes = used & STATE_NAMES.keys()
+        for code in sorted(codes - set(State.objects.values_list("code", flat=True))):
+            State.objects.get_or_create(code=code, defaults={"name": STATE_NAMES[code]})
         return super().prepare(items)
 
     def process(self):
         raw = super().process()
-        code = raw.data["state"]
-        if code not in STATE_NAMES:
-            self.ignore(f"unknown state code {code!r}")
-        if code not in self.local.known:
-            # get_or_create: Celery chunks running at the same time may race to create it.
-            State.objects.get_or_create(code=code, defaults={"name": STATE_NAMES[code]})
-            self.local.known.add(code)
+        if raw.data["state"] not in STATE_NAMES:
+            self.ignore(f"unknown state code {raw.data['state']!r}")
         return raw
 
 
