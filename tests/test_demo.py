@@ -2,10 +2,14 @@
 
 import importlib.util
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -22,10 +26,14 @@ def run_manage(*args, env):
     )
 
 
-@pytest.fixture
-def demo_env(tmp_path):
+def require_vega_datasets():
     require(importlib.util.find_spec("vega_datasets") is not None,
             "needs vega_datasets (pip install -e '.[demo]')")
+
+
+@pytest.fixture
+def demo_env(tmp_path):
+    require_vega_datasets()
     env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL",)}
     env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'demo.sqlite3'}"
     env.pop("DJANGO_SETTINGS_MODULE", None)
@@ -80,3 +88,85 @@ def test_running_the_demo_again_replaces_its_outputs_instead_of_duplicating_them
     alaska = "select s.airports from airports_statesummary s join airports_state t " \
              "on s.state_id = t.id where t.code = 'AK'"
     assert query(demo_env, alaska) == 263
+
+
+# On PostgreSQL with Celery workers, as docker-compose runs it ---------------------------
+
+
+def with_path(url: str, path: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=path))
+
+
+@pytest.fixture
+def postgres_demo_env(tmp_path):
+    """The environment of docker-compose: a database and a broker of the demo's own."""
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith("postgres"):
+        pytest.skip("the demo on Celery workers runs on PostgreSQL (set DATABASE_URL)")
+    require(bool(os.environ.get("CELERY_BROKER_URL")), "needs Redis: set CELERY_BROKER_URL")
+    require_vega_datasets()
+    import psycopg
+    import redis
+
+    # A Redis database of its own: no test worker consumes the demo's default queue there.
+    broker = with_path(os.environ["CELERY_BROKER_URL"], "/7")
+    redis.Redis.from_url(broker).flushdb()
+    name = f"datapipe_demo_{uuid.uuid4().hex[:8]}"
+    admin_url = with_path(database_url, "/postgres")
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(DATABASE_URL=with_path(database_url, f"/{name}"), CELERY_BROKER_URL=broker)
+    try:
+        migrated = run_manage("migrate", "--verbosity", "0", env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        yield env
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def demo_worker(postgres_demo_env, tmp_path):
+    """The worker command of docker-compose.yml, as a subprocess."""
+    log_path = tmp_path / "worker.log"
+    with open(log_path, "w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "--workdir", "demo", "-A", "demoproject", "worker",
+             "--concurrency", "2", "--loglevel", "INFO", "--without-mingle", "--without-gossip"],
+            cwd=ROOT, env=postgres_demo_env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in log_path.read_text():
+            assert worker.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield log_path
+    finally:
+        os.killpg(worker.pid, signal.SIGQUIT)
+        try:
+            worker.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def test_demo_imports_on_celery_workers_when_a_broker_is_set(postgres_demo_env, demo_worker):
+    done = run_manage("rundemo", "--timeout", "300", env=postgres_demo_env)
+    assert done.returncode == 0, done.stdout + done.stderr + demo_worker.read_text()
+    out = done.stdout
+
+    assert "Database: postgresql" in out
+    assert "the import runs on workers" in out
+    assert "airports.import     3376 processed,  3364 succeeded,   0 ignored,  12 errored  " \
+           "(on workers, 1 run)" in out
+    assert "airports.states     3376 processed,  3364 succeeded,  12 ignored" in out
+    assert "airports.by_state   3364 processed" in out
+    assert "KeyError: 'NA'  x12" in out
+    assert "open error rows of airports.import: 0 (12 resolved by this reprocess)" in out
+    assert "3376 raw rows, 3376 airports, 56 states, 57 state summaries" in out
+    # The chunks' triggers each recounted some states: the last counts are the true ones.
+    assert "Alaska (AK)                   263 airports" in out
+    assert "unknown state                  12 airports" in out
+    assert "datapipe.run" in demo_worker.read_text()
