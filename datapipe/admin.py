@@ -18,7 +18,7 @@ from django.db.models import Q
 from django.http import Http404, HttpResponse
 from django.template.defaultfilters import truncatechars
 from django.urls import NoReverseMatch, path, reverse
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -250,7 +250,8 @@ class PipelineErrorAdmin(admin.ModelAdmin):
             '{} open rows of {}, {} items affected, first seen {}, last seen {}. '
             '<a href="{}">See the rows</a>. Signature <code>{}</code>.',
             figures.open_rows, figures.group_rows, figures.items,
-            figures.group_first_seen, figures.group_last_seen, self.group_url(row), row.signature,
+            _when(figures.group_first_seen), _when(figures.group_last_seen),
+            self.group_url(row), row.signature,
         )
 
     @admin.display(description="frames")
@@ -354,6 +355,10 @@ class PipelineErrorAdmin(admin.ModelAdmin):
             resolved=True, resolved_at=timezone.now()
         )
         self.message_user(request, f"{count} rows marked resolved.", messages.SUCCESS)
+
+
+def _when(moment) -> str:
+    return formats.localize(timezone.localtime(moment)) if moment else "-"
 
 
 def page_row(row) -> PipelineError | None:

@@ -1,13 +1,11 @@
 """Reprocessing error rows: resolved on success, updated on failure, missing items reported."""
 
-import importlib.util
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 import datapipe
-from datapipe import DatapipeError, Pipe, PipeError, PipelineNotFound, get_session, pipeline
+from datapipe import Pipe, PipeError, PipelineNotFound, get_session, pipeline
 from datapipe.models import PipelineError
 from tests.failing import failed_items, fix, open_rows
 from tests.testapp.models import ResultItem, SourceItem
@@ -170,11 +168,14 @@ def test_a_row_whose_value_could_not_be_stored_is_reported_missing(value_pipelin
 # Celery --------------------------------------------------------------------------------------
 
 
-@pytest.mark.skipif(
-    importlib.util.find_spec("datapipe.distributed") is not None,
-    reason="datapipe.distributed exists: the Celery path is tested with workers",
-)
-def test_reprocessing_in_celery_without_the_distributed_module_is_a_clear_error():
-    failed_items("error")
-    with pytest.raises(DatapipeError, match="Celery"):
-        datapipe.reprocess(open_rows(), in_celery=True)
+def test_reprocessing_in_celery_resolves_rows_when_the_chunks_succeed(celery_worker):
+    items = failed_items("error", "error", "error")
+    fix(items[:2])
+
+    result = datapipe.reprocess(open_rows(), in_celery=True, queue=celery_worker.queue)
+
+    assert result.in_celery and len(result.handles) == 1
+    assert result.pipelines["flow"].rows == 3
+    result.handles[0].wait(timeout=60)
+    assert list(open_rows().values_list("item_id", flat=True)) == [str(items[2].pk)]
+    assert open_rows().get().attempts == 2
