@@ -528,7 +528,11 @@ def run_chunk(task, run_id: int, chunk_id: int, pipeline: str, items: dict, cont
     from .models import PipelineRun
     from .session import Session
 
-    run = PipelineRun.objects.using(using).filter(pk=run_id).first()
+    try:
+        run = PipelineRun.objects.using(using).filter(pk=run_id).first()
+    except CONNECTION_ERRORS:
+        close_connections()
+        raise
     if run is None:
         logger.warning("Chunk %s of run %s: the run no longer exists", chunk_id, run_id)
         return "missing"

@@ -18,7 +18,12 @@ VISIBILITY_TIMEOUT = 6
 app = Celery("tests")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.update(
-    broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT},
+    broker_transport_options={
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        # look for such messages every second (the default is every 100 s)
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
     imports=["datapipe.tasks", "tests.distributed_pipes"],
