@@ -65,7 +65,8 @@ def test_chunks_decode_to_the_items_they_were_made_of(db):
     assert round_trip(list(reversed(uuids))) == list(reversed(uuids))
     assert round_trip(codes) == codes
     assert round_trip(mixed) == mixed
-    assert round_trip(SourceItem.objects.order_by("pk").values("number")) == [{"number": n} for n in range(3)]
+    values = SourceItem.objects.order_by("pk").values("number")
+    assert round_trip(values) == [{"number": n} for n in range(3)]
 
 
 def test_chunks_of_deleted_rows_leave_those_rows_out(db):
