@@ -6,6 +6,8 @@ configured the import runs on Celery workers instead.
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -124,10 +126,12 @@ class Demo:
             )
 
     def admin(self) -> None:
-        self.heading("6. The admin (runs, error groups with their tracebacks, airports)")
-        self.say("   python demo/manage.py createsuperuser")
-        self.say("   python demo/manage.py runserver")
+        self.heading("6. The admin: runs, error groups with their tracebacks, airports")
+        manage = f"{_shown(sys.executable, 'python')} {_shown(settings.BASE_DIR / 'manage.py')}"
+        self.say(f"   {manage} createsuperuser")
+        self.say(f"   {manage} runserver")
         self.say("   then open http://127.0.0.1:8000/admin/")
+        self.say("   (Datapipe > Pipeline errors: the KeyError group; Pipeline runs: every run)")
 
     # Helpers ----------------------------------------------------------------------------
 
@@ -167,3 +171,11 @@ class Demo:
     def heading(self, text: str) -> None:
         self.say("")
         self.say(text)
+
+
+def _shown(path, outside: str | None = None) -> str:
+    """``path`` relative to the working directory when under it (else ``outside``)."""
+    relative = os.path.relpath(path)
+    if relative.startswith(".."):
+        return outside or str(path)
+    return relative

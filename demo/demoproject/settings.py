@@ -82,7 +82,8 @@ CELERY_WORKER_MAX_TASKS_PER_CHILD = 1000
 # Longer than the longest chunk, or Redis delivers an unacknowledged chunk twice.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 
-DATAPIPE = {"PROGRESS": False}
+# Error frames relative to the repository (demo/airports/pipes.py, datapipe/engine.py).
+DATAPIPE = {"PROGRESS": False, "PROJECT_ROOT": BASE_DIR.parent}
 
 # The demo's stand-in for a code fix: False is the first version of the import, which
 # fails on the rows whose state is "NA"; the demo turns it on before reprocessing them.
