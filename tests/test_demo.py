@@ -90,6 +90,33 @@ def test_running_the_demo_again_replaces_its_outputs_instead_of_duplicating_them
     assert query(demo_env, alaska) == 263
 
 
+ADMIN_CHECK = """
+from django.contrib.auth.models import User
+from django.test import Client
+client = Client()
+client.force_login(User.objects.create_superuser("admin", "admin@example.com", "x"))
+for url, text in [
+    ("/admin/datapipe/pipelineerror/", "KeyError"),
+    ("/admin/datapipe/pipelinerun/", "airports.by_state"),
+    ("/admin/airports/airport/?q=Hilton+Head", "HHH"),
+    ("/admin/airports/statesummary/", "Alaska"),
+]:
+    response = client.get(url)
+    print(url, response.status_code, text in response.content.decode())
+"""
+
+
+def test_the_demo_admin_shows_runs_error_groups_and_airports(demo_env):
+    rundemo(demo_env)
+    env = {**demo_env, "DJANGO_ALLOWED_HOSTS": "testserver"}
+    done = run_manage("shell", "-c", ADMIN_CHECK, env=env)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.startswith("/admin/")]
+    assert len(lines) == 4
+    for line in lines:
+        assert line.endswith(" 200 True"), line
+
+
 # On PostgreSQL with Celery workers, as docker-compose runs it ---------------------------
 
 
