@@ -113,6 +113,8 @@ class PipelineErrorAdmin(admin.ModelAdmin):
     show_facets = ShowFacets.NEVER
     list_per_page = 50
     change_form_template = "datapipe/admin/pipelineerror_change_form.html"
+    #: The Celery queue of "Reprocess in Celery" (None: Celery's default queue).
+    celery_queue: str | None = None
     fieldsets = [
         (None, {"fields": [
             "error", "pipeline_name", "item", "item_value", "status", "attempts",
@@ -339,7 +341,8 @@ class PipelineErrorAdmin(admin.ModelAdmin):
 
         rows = self.open_rows_of(request, queryset)
         try:
-            result = reprocess(rows, in_celery=in_celery, session=get_session(progress=False))
+            result = reprocess(rows, in_celery=in_celery, queue=self.celery_queue,
+                               session=get_session(progress=False))
         except (DatapipeError, OSError) as exc:
             self.message_user(request, f"Could not reprocess: {exc}", messages.ERROR)
             return

@@ -319,3 +319,43 @@ def test_runs_are_read_only(admin_client):
     assert admin_client.post(change, {"status": "failed"}).status_code == 403
     assert admin_client.get(reverse("admin:datapipe_pipelinerun_add")).status_code == 403
     assert PipelineRun.objects.get(pk=run.pk).status == "done"
+
+
+def test_rows_of_deleted_items_are_listed_under_item_missing(admin_client):
+    items = failed_items("error", "error")
+    fix(items)
+    items[0].delete()
+    group = changelist(admin_client).context["cl"].result_list[0]
+
+    response = act(admin_client, "reprocess_locally", [group.pk])
+
+    assert "1 missing" in response.content.decode()
+    missing = changelist(admin_client, status="missing", show="rows").context["cl"].result_list
+    assert [row.item_missing for row in missing] == [True]
+    detail = admin_client.get(reverse("admin:datapipe_pipelineerror_change", args=[missing[0].pk]))
+    assert "open, item missing" in detail.content.decode()
+
+
+# Celery ------------------------------------------------------------------------------------------
+
+
+def test_reprocessing_in_celery_from_the_admin_resolves_rows_on_the_workers(
+    admin_client, celery_worker, monkeypatch
+):
+    from django.contrib import admin
+
+    from datapipe.distributed import RunHandle
+
+    items = failed_items("error", "error")
+    fix(items)
+    group = changelist(admin_client).context["cl"].result_list[0]
+    monkeypatch.setattr(admin.site._registry[PipelineError], "celery_queue", celery_worker.queue)
+
+    response = act(admin_client, "reprocess_in_celery", [group.pk])
+
+    assert "sent to Celery" in response.content.decode()
+    run = PipelineRun.objects.get(distributed=True)
+    RunHandle(run.pk).wait(timeout=60)
+    assert not open_rows().exists()
+    page = admin_client.get(reverse("admin:datapipe_pipelinerun_change", args=[run.pk]))
+    assert "<th>chunk</th>" in page.content.decode()
