@@ -72,6 +72,7 @@ TEMPLATES = [
 # Celery: used only when a broker is named. JSON only; a chunk is acknowledged when it
 # is done (a killed worker's chunk is delivered again), one chunk prefetched at a time.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
