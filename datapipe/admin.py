@@ -153,6 +153,10 @@ class PipelineErrorAdmin(admin.ModelAdmin):
     def get_changelist(self, request, **kwargs):
         return ErrorChangeList
 
+    def changelist_view(self, request, extra_context=None):
+        title = "Error rows" if self.showing_rows(request) else "Failures: one line per error group"
+        return super().changelist_view(request, {"title": title, **(extra_context or {})})
+
     def get_list_display(self, request):
         if self.showing_rows(request):
             return ["item_short", "pipeline_name", "error_short", "attempts", "status",
