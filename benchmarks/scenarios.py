@@ -10,7 +10,7 @@ import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from datapipe import get_session
 from tests.testapp.models import ResultItem, SourceItem
@@ -70,8 +70,13 @@ def datapipe_with_update() -> int:
 
 
 def datapipe_celery() -> int:
+    from .celery_app import QUEUE
+
     handle = get_session(progress=False).run_in_celery(
-        SourceItem.objects.all(), "benchmarks.outputs", celery_chunksize=CELERY_CHUNKSIZE
+        SourceItem.objects.all(),
+        "benchmarks.outputs",
+        celery_chunksize=CELERY_CHUNKSIZE,
+        queue=QUEUE,
     )
     record = handle.wait(timeout=3600)
     if record.errored or record.status != "done":
@@ -82,11 +87,12 @@ def datapipe_celery() -> int:
 
 
 def celery_available() -> bool:
-    """Whether datapipe can run in Celery here: the module exists and a broker is set."""
+    """Whether scenario 5 can run: datapipe.distributed, PostgreSQL and a broker."""
     from django.conf import settings
 
     return bool(
         importlib.util.find_spec("datapipe.distributed")
+        and connection.vendor == "postgresql"  # workers cannot share a SQLite file safely
         and getattr(settings, "CELERY_BROKER_URL", "")
     )
 
