@@ -33,7 +33,37 @@ def isolated_registry():
 
 @pytest.fixture
 def postgres_only():
+    """For a test that needs PostgreSQL; such tests are left out of the SQLite run."""
     require(connection.vendor == "postgresql", "needs PostgreSQL (set DATABASE_URL)")
+
+
+# Tests using these fixtures need PostgreSQL (Celery workers share the test database).
+POSTGRESQL_FIXTURES = {
+    "postgres_only", "celery_worker", "start_worker", "celery_queue", "postgres_demo_env",
+}
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "postgresql: needs PostgreSQL; deselected (not skipped) in the SQLite run"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    """On SQLite, deselect what needs PostgreSQL: it runs in the PostgreSQL run instead."""
+    from django.conf import settings
+
+    if "postgresql" in settings.DATABASES["default"]["ENGINE"]:
+        return
+    keep, drop = [], []
+    for item in items:
+        needs_postgresql = item.get_closest_marker("postgresql") or (
+            POSTGRESQL_FIXTURES & set(getattr(item, "fixturenames", ()))
+        )
+        (drop if needs_postgresql else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 from tests.workers import celery_queue, celery_worker, start_worker  # noqa: E402,F401  (Celery fixtures)

@@ -31,7 +31,7 @@ TABLE_ITEMS = ["ok", "continue", "ignore", "error", "query", "query_ignore", "qu
                "note", "ok"]
 
 
-@pytest.fixture(params=["local", "celery"])
+@pytest.fixture(params=["local", pytest.param("celery", marks=pytest.mark.postgresql)])
 def run_flow(request, transactional_db):
     """Runs ``flow`` over items locally or in Celery chunks of 2; returns the counts."""
 
