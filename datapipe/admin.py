@@ -122,11 +122,8 @@ class PipelineErrorAdmin(admin.ModelAdmin):
         ]}),
         ("This failure", {"fields": ["group"]}),
         ("Stack", {"fields": ["frames_table"]}),
-        ("Traceback", {"fields": ["traceback"], "classes": ["wide"]}),
     ]
-    readonly_fields = [
-        "error", "item", "status", "run_link", "group", "frames_table", "traceback",
-    ]
+    readonly_fields = ["error", "item", "status", "run_link", "group", "frames_table"]
 
     # Read-only rows ----------------------------------------------------------------------
 
@@ -275,8 +272,8 @@ class PipelineErrorAdmin(admin.ModelAdmin):
             "<th>function</th><th>code</th></tr></thead><tbody>{}</tbody></table>", body
         )
 
-    @admin.display(description="traceback")
     def traceback(self, row):
+        """The stored traceback page of ``row`` in a sandboxed frame, with a link to it."""
         page = page_row(row)
         if page is None:
             return "No rendered traceback stored for this failure."
@@ -284,7 +281,7 @@ class PipelineErrorAdmin(admin.ModelAdmin):
         note = "" if page.pk == row.pk else f" (rendered for row {page.pk} of this failure)"
         return format_html(
             '<iframe sandbox src="{}" title="traceback" class="datapipe-traceback" '
-            'style="width:100%;height:70vh;border:1px solid #ccc"></iframe>'
+            'style="width:100%;height:75vh;border:1px solid #ccc"></iframe>'
             '<p><a href="{}" target="_blank" rel="noopener">Open the traceback page</a>{}</p>',
             url, url, note,
         )
@@ -319,6 +316,7 @@ class PipelineErrorAdmin(admin.ModelAdmin):
                 can_reprocess=self.has_reprocess_permission(request),
                 group_url=self.group_url(obj),
                 row_url=f"{changelist}?{urlencode({'show': 'rows', 'status': 'all'})}",
+                traceback_frame=self.traceback(obj),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 
