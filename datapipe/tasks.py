@@ -1,6 +1,6 @@
 """The Celery task ``datapipe.run``: one chunk of a distributed run.
 
-Thin on purpose: the work is :func:`datapipe.distributed.run_chunk`. The options make
+Thin on purpose: the work is :func:`datapipe.ledger.run_chunk`. The options make
 a killed worker lose nothing: the message is acknowledged only after the chunk
 (``acks_late``) and put back when the worker process dies (``reject_on_worker_lost``);
 the chunk ledger skips a chunk that an earlier delivery committed and gives up on one
@@ -9,7 +9,7 @@ that keeps killing its worker. Database connection errors are retried with backo
 
 from celery import shared_task
 
-from .distributed import CONNECTION_ERRORS, run_chunk
+from .ledger import CONNECTION_ERRORS, run_chunk
 
 __all__ = ["run"]
 
@@ -28,5 +28,5 @@ __all__ = ["run"]
     ignore_result=True,
 )
 def run(self, **chunk) -> str:
-    """Run one chunk; see :func:`datapipe.distributed.run_chunk` for the arguments."""
+    """Run one chunk; see :func:`datapipe.ledger.run_chunk` for the arguments."""
     return run_chunk(self, **chunk)

@@ -23,8 +23,6 @@ from urllib.parse import quote
 import pytest
 from django.db import connection
 
-from tests.conftest import require
-
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -54,6 +52,8 @@ def worker_database_url() -> str:
 
 def require_celery() -> None:
     """Skip unless on PostgreSQL; then Redis is required (fails in CI when missing)."""
+    from tests.conftest import require  # not at import time: conftest imports this module
+
     if connection.vendor != "postgresql":
         pytest.skip("Celery tests run on PostgreSQL (workers share the test database)")
     url = broker_url()
@@ -62,10 +62,14 @@ def require_celery() -> None:
 
 
 class Worker:
-    """A ``celery worker`` subprocess consuming ``queue``, in its own process group."""
+    """A ``celery worker`` subprocess consuming ``queue``, in its own process group.
 
-    def __init__(self, queue: str, concurrency: int = 2):
+    It uses the test database unless ``database_url`` names another.
+    """
+
+    def __init__(self, queue: str, concurrency: int = 2, database_url: str | None = None):
         self.queue = queue
+        self.database_url = database_url
         self.name = f"{queue}-{uuid.uuid4().hex[:6]}@%h"
         self.concurrency = concurrency
         out = os.environ.get("DATAPIPE_TEST_OUTPUT") or tempfile.gettempdir()
@@ -73,7 +77,7 @@ class Worker:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> Worker:
-        env = {**os.environ, "DATABASE_URL": worker_database_url(),
+        env = {**os.environ, "DATABASE_URL": self.database_url or worker_database_url(),
                "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(REPO)}
         command = [
             sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
