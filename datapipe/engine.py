@@ -48,7 +48,7 @@ class Engine:
     def run(self, items: Any, ledger=None) -> RunReport:
         """Process ``items``; return the report. ``PipeError`` and debug errors propagate.
 
-        ``ledger`` (a :class:`datapipe.distributed.ChunkLedger`) runs the items as one
+        ``ledger`` (a :class:`datapipe.ledger.ChunkLedger`) runs the items as one
         chunk of an existing distributed run: its record is used instead of a new one,
         ``ledger.begin()`` opens the transaction, ``ledger.commit(report, context)`` replaces
         ``finish_run`` at its end (folding the counts in), and the record is not closed.
