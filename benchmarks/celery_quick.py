@@ -65,7 +65,8 @@ def main(argv=None) -> None:
     try:
         started = time.monotonic()
         handle = session.run_in_celery(
-            SourceItem.objects.all(), "flow", celery_chunksize=args.chunksize, queue=worker.queue
+            SourceItem.objects.all(), args.pipeline, celery_chunksize=args.chunksize,
+            queue=worker.queue,
         )
         run = handle.wait(timeout=3600)
         took = time.monotonic() - started
