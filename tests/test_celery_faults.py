@@ -26,7 +26,7 @@ def make_items(behaviours):
     return [SourceItem.objects.create(behaviour=b) for b in behaviours]
 
 
-def send_slow(items, queue, sleep=0.1, chunksize=5):
+def send_slow(items, queue, sleep=0.2, chunksize=5):
     session = get_session(context={"sleep": sleep})
     return session.run_in_celery(SourceItem.objects.filter(pk__in=[i.pk for i in items]),
                                  "dist.slow", celery_chunksize=chunksize, queue=queue)
@@ -65,7 +65,7 @@ def figures(name, items, run, **extra):
 
 
 def test_a_pool_process_killed_mid_chunk_loses_and_duplicates_nothing(celery_worker):
-    items = make_items(["ok"] * 60)
+    items = make_items(["ok"] * 40)
     handle = send_slow(items, celery_worker.queue)
 
     chunk = running_chunk(handle)
@@ -73,15 +73,15 @@ def test_a_pool_process_killed_mid_chunk_loses_and_duplicates_nothing(celery_wor
     run = handle.wait(timeout=WAIT)
 
     result = figures("kill -9 of a pool process", items, run)
-    assert (result["lost"], result["duplicates"], result["outputs"]) == (0, 0, 60)
-    assert (run.status, run.processed, run.succeeded) == ("done", 60, 60)
+    assert (result["lost"], result["duplicates"], result["outputs"]) == (0, 0, 40)
+    assert (run.status, run.processed, run.succeeded) == ("done", 40, 40)
     assert PipelineChunk.objects.get(pk=chunk.pk).deliveries == 2
 
 
 def test_a_whole_worker_killed_then_replaced_loses_and_duplicates_nothing(
     start_worker, celery_queue
 ):
-    items = make_items(["ok"] * 60)
+    items = make_items(["ok"] * 40)
     first = start_worker(celery_queue)
     handle = send_slow(items, celery_queue)
 
@@ -91,14 +91,14 @@ def test_a_whole_worker_killed_then_replaced_loses_and_duplicates_nothing(
     run = handle.wait(timeout=WAIT)
 
     result = figures("kill -9 of the whole worker, then a new worker", items, run)
-    assert (result["lost"], result["duplicates"], result["outputs"]) == (0, 0, 60)
-    assert (run.status, run.processed, run.succeeded) == ("done", 60, 60)
+    assert (result["lost"], result["duplicates"], result["outputs"]) == (0, 0, 40)
+    assert (run.status, run.processed, run.succeeded) == ("done", 40, 40)
     assert PipelineChunk.objects.get(pk=killed.pk).deliveries == 2
 
 
 def test_a_database_backend_terminated_mid_chunk_is_retried(celery_worker):
     items = make_items(["ok", "query"] * 20)
-    handle = send_slow(items, celery_worker.queue)
+    handle = send_slow(items, celery_worker.queue, sleep=0.1)
 
     running_chunk(handle)
     with connection.cursor() as cursor:
