@@ -17,7 +17,6 @@ import tests.distributed_pipes  # noqa: F401  (registers the dist.* pipelines he
 from datapipe import conf, get_session
 from datapipe.models import PipelineChunk, PipelineError
 from tests.testapp.models import ResultItem, SourceItem
-from tests.workers import Worker
 
 WAIT = 120
 
@@ -140,17 +139,3 @@ def test_a_chunk_that_keeps_killing_its_worker_ends_as_errors(celery_worker):
     assert (result["lost"], result["duplicates"]) == (3, 0)  # the 3 recorded as errors
     assert (run.status, run.processed, run.succeeded, run.errored) == ("failed", 8, 5, 3)
 
-
-def test_worker_fixture_kills_every_process_of_a_worker(start_worker, celery_queue):
-    worker: Worker = start_worker(celery_queue)
-    pids = worker.pool_pids()
-
-    worker.kill()
-
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        with open(f"/proc/{pid}/stat") as stat:  # a zombie until its parent is reaped
-            assert stat.read().split()[2] == "Z"
