@@ -18,6 +18,7 @@ from typing import Any
 
 from django.db import DatabaseError
 
+from .bulk import insert_objects
 from .transactions import savepoint
 
 
@@ -120,4 +121,4 @@ class SaveBuffer:
             for obj in record.objects:
                 by_model.setdefault(type(obj), []).append(obj)
         for model, objs in by_model.items():
-            model._base_manager.using(self.using).bulk_create(objs)
+            insert_objects(model, objs, self.using)

@@ -14,14 +14,28 @@ from typing import Any
 
 from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import CharField, IntegerField, QuerySet
+from django.db import connections
+from django.db.models import BooleanField, CharField, IntegerField, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from .buffer import ItemRecord
+from .bulk import insert_rows
 from .models import PipelineTrack
 from .sources import model_key
 
 __all__ = ["Tracker", "delete_outputs"]
+
+# The columns Tracker.write fills, in the order of its rows.
+_TRACK_FIELDS = (
+    "pipeline_name",
+    "item_content_type_id",
+    "item_id",
+    "outputs",
+    "triggered_by",
+    "updated_at",
+)
 
 
 def _label(model) -> str:
@@ -87,7 +101,8 @@ class Tracker:
             self._revert_rows(self._rows_of(content_type_id, ids))
 
     def _rows_of(self, content_type_id: int, ids: list[str]) -> QuerySet:
-        return self._tracks.filter(item_content_type_id=content_type_id, item_id__in=ids)
+        rows = self._tracks.filter(item_content_type_id=content_type_id)
+        return rows.filter(_item_id_in(ids, self.using))
 
     def _revert_rows(self, rows: QuerySet) -> None:
         old: dict[str, list] = {}
@@ -114,19 +129,14 @@ class Tracker:
             latest[record.key] = record
         if superseded:
             delete_outputs(superseded, self.using)
+        now = timezone.now()
         rows = [
-            PipelineTrack(
-                pipeline_name=self.pipeline_name,
-                item_content_type_id=key[0],
-                item_id=key[1],
-                outputs=outputs_of(record.outputs()),
-                triggered_by=self.triggered_by,
-            )
+            (self.pipeline_name, key[0], key[1], outputs_of(outputs), self.triggered_by, now)
             for key, record in latest.items()
-            if record.outputs()
+            if (outputs := record.outputs())
         ]
         if rows:
-            PipelineTrack.objects.using(self.using).bulk_create(rows)
+            insert_rows(PipelineTrack, _TRACK_FIELDS, rows, self.using)
 
     def forget_filtered(self, handed: Any, prepared: Any, seen: set | None) -> None:
         """Delete the old outputs of items handed to the run that ``prepare`` left out.
@@ -169,6 +179,26 @@ class Tracker:
             and not handed.query.is_sliced
             and not prepared.query.is_sliced
         )
+
+
+def _item_id_in(ids: list[str], using: str):
+    """A filter on ``PipelineTrack.item_id`` in ``ids``: on PostgreSQL, one parameter.
+
+    A batch has thousands of keys: a placeholder each costs more to build and quote on
+    the client than the query costs the server. The one parameter is an array literal,
+    a constant to the planner, which matches rows against it by hash.
+    """
+    connection = connections[using]
+    if connection.vendor != "postgresql":
+        return Q(item_id__in=ids)
+    column = "{}.{}".format(
+        connection.ops.quote_name(PipelineTrack._meta.db_table),
+        connection.ops.quote_name("item_id"),
+    )
+    quoted = ('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in ids)
+    return RawSQL(
+        f"{column} = ANY(%s::text[])", ["{" + ",".join(quoted) + "}"], output_field=BooleanField()
+    )
 
 
 def _keys_of(items: Any):

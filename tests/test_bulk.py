@@ -1,0 +1,73 @@
+"""COPY inserts (PostgreSQL) behave as bulk_create: pks set, foreign keys, errors."""
+
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Value
+from django.test.utils import CaptureQueriesContext
+
+from datapipe.bulk import insert_objects, insert_rows
+from datapipe.models import PipelineTrack
+from tests.testapp.models import Note, ResultItem, SourceItem
+
+pytestmark = pytest.mark.django_db
+
+
+def test_inserted_objects_get_their_primary_keys_and_count_as_saved():
+    source = SourceItem.objects.create(number=1)
+    objs = [ResultItem(source=source, number=n) for n in range(5)]
+    insert_objects(ResultItem, objs, "default")
+    assert [o.pk for o in objs] == sorted(o.pk for o in objs)
+    assert all(not o._state.adding and o._state.db == "default" for o in objs)
+    saved = {o.pk: (o.number, o.source_id) for o in ResultItem.objects.all()}
+    assert saved == {o.pk: (o.number, source.pk) for o in objs}
+
+
+def test_objects_pointing_to_objects_inserted_just_before_get_their_keys():
+    result = ResultItem(number=1)
+    note = Note(result=result, text="about it")
+    insert_objects(ResultItem, [result], "default")
+    insert_objects(Note, [note], "default")
+    assert Note.objects.get().result_id == result.pk
+
+
+def test_a_duplicate_fails_with_djangos_integrity_error():
+    ResultItem.objects.create(unique_key="taken")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        insert_objects(ResultItem, [ResultItem(unique_key="taken")], "default")
+
+
+def test_expressions_are_inserted_by_bulk_create():
+    obj = ResultItem(number=Value(2.5))
+    insert_objects(ResultItem, [obj], "default")
+    assert ResultItem.objects.get().number == 2.5
+
+
+def test_copy_is_used_on_postgresql_and_logged_as_a_query():
+    with CaptureQueriesContext(connection) as queries:
+        insert_objects(ResultItem, [ResultItem(number=1)], "default")
+    copies = [q for q in queries.captured_queries if q["sql"].startswith("COPY")]
+    assert len(copies) == (1 if connection.vendor == "postgresql" else 0)
+
+
+def test_rows_are_inserted_with_json_values():
+    from django.contrib.contenttypes.models import ContentType
+    from django.utils import timezone
+
+    content_type = ContentType.objects.get_for_model(SourceItem)
+    fields = (
+        "pipeline_name",
+        "item_content_type_id",
+        "item_id",
+        "outputs",
+        "triggered_by",
+        "updated_at",
+    )
+    outputs = {"testapp.resultitem": [1, 2], "text": ['quote " and \\ backslash']}
+    insert_rows(
+        PipelineTrack,
+        fields,
+        [("p", content_type.pk, "a,b", outputs, "", timezone.now())],
+        "default",
+    )
+    row = PipelineTrack.objects.get()
+    assert (row.item_id, row.outputs) == ("a,b", outputs)
