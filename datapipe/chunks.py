@@ -16,6 +16,7 @@ from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable
 
 from .exceptions import ItemNotSerializable
+from .sources import keyset_pages
 
 __all__ = ["decode_chunk", "encode_chunks", "json_copy", "payload_size", "payload_values"]
 
@@ -69,17 +70,7 @@ def _encode_list(items: list, first: int) -> dict:
 
 def _queryset_pks(queryset: QuerySet, page: int) -> Iterator[Any]:
     """The primary keys of ``queryset`` in pk order, read by keyset pages of ``page``."""
-    query = queryset.query
-    if query.is_sliced or query.combinator:
-        yield from queryset.values_list("pk", flat=True).iterator(chunk_size=page)
-        return
-    pks = queryset.order_by("pk").values_list("pk", flat=True)
-    batch = list(pks[:page])
-    while batch:
-        yield from batch
-        if len(batch) < page:
-            return
-        batch = list(pks.filter(pk__gt=batch[-1])[:page])
+    return keyset_pages(queryset.values_list("pk", flat=True), page, key=lambda pk: pk)
 
 
 def encode_chunks(items: Any, size: int, page: int = 2000) -> Iterator[dict]:

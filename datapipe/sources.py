@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 from django.db.models import Model, QuerySet
@@ -13,7 +14,9 @@ from django.db.models.query import ModelIterable
 
 from .exceptions import InvalidItems
 
-__all__ = ["check_items", "iterate", "model_key", "value_key", "default_pipeline_name"]
+__all__ = [
+    "check_items", "iterate", "keyset_pages", "model_key", "value_key", "default_pipeline_name",
+]
 
 
 def check_items(items: Any, where: str) -> None:
@@ -36,27 +39,38 @@ def check_items(items: Any, where: str) -> None:
 
 
 def iterate(items: Iterable[Any], chunksize: int) -> Iterator[Any]:
-    """Yield the items; a QuerySet is read in primary-key order by keyset pages.
+    """Yield the items; a QuerySet of model instances is read by :func:`keyset_pages`.
 
-    Keyset pages (``pk > last ORDER BY pk LIMIT chunksize``) keep memory flat whatever
-    the number of rows, and each page sees rows as the run's transaction does. Sliced,
-    combined (union) and ``values()`` QuerySets are streamed with ``iterator()``.
+    ``values()`` QuerySets are streamed with ``iterator()``.
     """
     if not isinstance(items, QuerySet):
         return iter(items)
-    query = items.query
-    if query.is_sliced or query.combinator or items._iterable_class is not ModelIterable:
+    if items._iterable_class is not ModelIterable:
         return items.iterator(chunk_size=chunksize)
-    return _keyset_pages(items.order_by("pk"), chunksize)
+    return keyset_pages(items, chunksize)
 
 
-def _keyset_pages(queryset: QuerySet, chunksize: int) -> Iterator[Model]:
-    page = list(queryset[:chunksize])
+def keyset_pages(
+    queryset: QuerySet, chunksize: int, key: Callable[[Any], Any] = attrgetter("pk")
+) -> Iterator[Any]:
+    """Yield the rows of ``queryset`` in primary-key order, by keyset pages.
+
+    Keyset pages (``pk > last ORDER BY pk LIMIT chunksize``) keep memory flat whatever
+    the number of rows, and each page sees rows as the current transaction does.
+    ``key`` gives a row's pk (for ``values_list("pk", flat=True)``: the row itself).
+    Sliced and combined (union) QuerySets cannot be filtered; they are streamed.
+    """
+    query = queryset.query
+    if query.is_sliced or query.combinator:
+        yield from queryset.iterator(chunk_size=chunksize)
+        return
+    ordered = queryset.order_by("pk")
+    page = list(ordered[:chunksize])
     while page:
         yield from page
         if len(page) < chunksize:
             return
-        page = list(queryset.filter(pk__gt=page[-1].pk)[:chunksize])
+        page = list(ordered.filter(pk__gt=key(page[-1]))[:chunksize])
 
 
 def model_key(item: Any) -> tuple[int, str] | None:
