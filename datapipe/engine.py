@@ -21,7 +21,7 @@ from .errors import ErrorCollector, ErrorResolver
 from .exceptions import InvalidItems, PipeBreak, PipeContinue, PipeError, PipeIgnore
 from .pipe import AttrDict, PipeState
 from .registry import registry
-from .report import RunReport
+from .report import COUNTS, RunReport
 from .session import RunOptions
 from .sources import check_items, iterate, model_key
 from .tracking import Tracker
@@ -231,7 +231,7 @@ class Engine:
         return tqdm(iterator, total=total, desc=self.name, unit="item")
 
     def _fill_record(self, record) -> None:
-        for name in ("processed", "succeeded", "continued", "ignored", "errored", "broke"):
+        for name in (*COUNTS, "broke"):
             setattr(record, name, getattr(self.report, name))
 
     def _close_record(self, record, failure) -> None:

@@ -96,8 +96,8 @@ class CapturedError:
         return f"<CapturedError {self.error_type} on {self.item_repr[:60]}>"
 
 
-def capture(pipeline_name: str, item: Any, exc: BaseException, render: bool) -> CapturedError:
-    """Capture ``exc`` raised while processing ``item``; ``render`` the traceback page."""
+def capture(pipeline_name: str, item: Any, exc: BaseException) -> CapturedError:
+    """Capture ``exc`` raised while processing ``item`` (without its rendered page)."""
     error = CapturedError()
     error.pipeline_name = pipeline_name
     error.item = item
@@ -120,7 +120,7 @@ def capture(pipeline_name: str, item: Any, exc: BaseException, render: bool) -> 
     error.error_args = _safe_args(exc)
     error.frames = frames_of(exc)
     error.signature = signature_of(error.error_type, error.frames)
-    error.traceback_html = render_page(exc) if render else ""
+    error.traceback_html = ""
     error.seen_at = timezone.now()
     return error
 
@@ -214,7 +214,7 @@ class ErrorCollector:
     def add(self, item: Any, exc: BaseException) -> CapturedError:
         """Capture a failure of ``item``."""
         limit = conf.get("TRACEBACK_PAGES_PER_SIGNATURE")
-        error = capture(self.pipeline_name, item, exc, render=False)
+        error = capture(self.pipeline_name, item, exc)
         if self._pages[error.signature] < limit:
             self._pages[error.signature] += 1
             error.traceback_html = render_page(exc)

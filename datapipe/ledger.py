@@ -23,6 +23,7 @@ from .errors import ErrorCollector
 from .exceptions import DatapipeError
 from .pipe import PipeState
 from .registry import registry
+from .report import COUNTS
 
 __all__ = [
     "CONNECTION_ERRORS", "COUNTS", "ChunkFailed", "ChunkGivenUp", "ChunkLedger",
@@ -35,7 +36,6 @@ logger = logging.getLogger("datapipe")
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
 #: The item counts of runs and chunks.
-COUNTS = ("processed", "succeeded", "continued", "ignored", "errored")
 
 
 class ChunkAlreadyDone(Exception):

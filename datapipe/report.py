@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: The per-item counts of a run, as named on reports, run records and chunk rows.
+COUNTS = ("processed", "succeeded", "continued", "ignored", "errored")
+
 
 @dataclass
 class RunReport:

@@ -406,3 +406,18 @@ def test_memory_stays_flat_in_the_number_of_rows():
     small, large = peak_for(1000), peak_for(10000)
     # Ten times the rows: the peak stays within pages of chunksize, not the row count.
     assert large < small * 2
+
+
+def test_finish_run_is_called_once_after_finish_with_the_filled_run_record(isolated_registry):
+    calls = []
+
+    @pipeline("test.finish_run")
+    class FinishRun(Pipe):
+        def finish(self, results):
+            calls.append(("finish", len(results)))
+
+        def finish_run(self, run):
+            calls.append(("finish_run", run.pk, run.processed, run.errored))
+
+    report = get_session().run([1, 2, 3], "test.finish_run")
+    assert calls == [("finish", 3), ("finish_run", report.run_id, 3, 0)]

@@ -24,6 +24,7 @@ from datapipe import get_session, registry
 from datapipe.exceptions import DatapipeError
 from datapipe.groups import group_rows
 from datapipe.models import PipelineError, PipelineRun
+from datapipe.report import COUNTS
 from datapipe.reprocess import reprocess
 
 #: Seconds between two progress polls of ``run --celery --wait``.
@@ -162,8 +163,7 @@ class Command(BaseCommand):
                 if progress["status"] != PipelineRun.Status.RUNNING:
                     break
                 time.sleep(POLL_SECONDS)
-        counts = ", ".join(f"{progress[name]} {name}" for name in
-                           ("processed", "succeeded", "continued", "ignored", "errored"))
+        counts = ", ".join(f"{progress[name]} {name}" for name in COUNTS)
         self.say(f"Run {handle.id} {progress['status']}: {counts}")
 
     # Runs ------------------------------------------------------------------------------------
@@ -181,8 +181,7 @@ class Command(BaseCommand):
             ("run", run.pk), ("pipeline", run.pipeline_name), ("status", run.status),
             ("distributed", "yes" if run.distributed else "no"),
             ("chunks", f"{run.chunks_done}/{run.chunks_total} done"),
-            *((name, getattr(run, name)) for name in
-              ("processed", "succeeded", "continued", "ignored", "errored")),
+            *((name, getattr(run, name)) for name in COUNTS),
             ("broke", "yes" if run.broke else "no"),
             ("started", f"{run.started_at:%Y-%m-%d %H:%M:%S}"),
             ("finished", f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "-"),
