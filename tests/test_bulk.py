@@ -7,6 +7,7 @@ from django.test.utils import CaptureQueriesContext
 
 from datapipe.bulk import insert_objects, insert_rows
 from datapipe.models import PipelineTrack
+from datapipe.tracking import _TRACK_FIELDS
 from tests.testapp.models import Note, ResultItem, SourceItem
 
 pytestmark = pytest.mark.django_db
@@ -54,14 +55,7 @@ def test_rows_are_inserted_with_json_values():
     from django.utils import timezone
 
     content_type = ContentType.objects.get_for_model(SourceItem)
-    fields = (
-        "pipeline_name",
-        "item_content_type_id",
-        "item_id",
-        "outputs",
-        "triggered_by",
-        "updated_at",
-    )
+    fields = _TRACK_FIELDS  # the columns reparse writes
     outputs = {"testapp.resultitem": [1, 2], "text": ['quote " and \\ backslash']}
     insert_rows(
         PipelineTrack,
