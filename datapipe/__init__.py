@@ -3,6 +3,7 @@
 Importing this package imports no models, so it works before the app registry is ready.
 """
 
+from .errors.reprocess import reprocess
 from .exceptions import (
     DatapipeError,
     InvalidItems,
@@ -17,9 +18,6 @@ from .exceptions import (
 )
 from .pipe import Pipe
 from .registry import pipeline, registry
-
-# Binds the name ``reprocess`` to the function, not to its module of the same name.
-from .reprocess import reprocess
 from .session import Session, get_session
 
 __all__ = [

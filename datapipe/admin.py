@@ -23,10 +23,10 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
+from .errors.groups import group_rows, rows_of_groups
+from .errors.reprocess import reprocess
 from .exceptions import DatapipeError
-from .groups import group_rows, rows_of_groups
 from .models import PipelineError, PipelineRun
-from .reprocess import reprocess
 
 REPROCESS_PERMISSION = "datapipe.reprocess_pipelineerror"
 

@@ -25,16 +25,17 @@ from .transactions import savepoint
 class ItemRecord:
     """One item of the run and what it produced."""
 
-    __slots__ = ("item", "objects", "saved", "result", "key", "error", "continued")
+    __slots__ = ("item", "objects", "saved", "result", "key", "error", "continued", "on_commit")
 
     def __init__(self, item: Any):
         self.item = item
         self.objects: list = []  # buffered, unsaved
         self.saved: list = []  # saved at once (direct=True)
         self.result = None
-        self.key = None  # (content type id, pk) once known, for tracking
+        self.key = None  # its Identity once known (model items), for tracking
         self.error: BaseException | None = None
         self.continued = False  # ended by PipeContinue
+        self.on_commit: list = []  # its transaction.on_commit callbacks, until it is saved
 
     def outputs(self) -> list:
         """Every object this item saved, buffered or direct."""
@@ -78,6 +79,7 @@ class SaveBuffer:
         self.size -= len(record.objects)
         record.objects = []
         record.saved = []
+        record.on_commit = []
 
     def take(self) -> list[ItemRecord]:
         """Hand over the pending records and empty the buffer."""

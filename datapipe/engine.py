@@ -1,7 +1,8 @@
 """The item loop: one pipeline over items, in a transaction, a savepoint per item.
 
-Local runs and Celery chunks both come here. The flow-control table of
-:mod:`datapipe.exceptions` is implemented in :meth:`Engine._process`.
+Local runs and Celery chunks both come here, each with its record
+(:mod:`datapipe.lifecycle`). The flow-control table of :mod:`datapipe.exceptions` is
+implemented in :meth:`Engine._process`. Depends and triggers are :mod:`datapipe.chain`'s.
 """
 
 from __future__ import annotations
@@ -11,21 +12,21 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS
 from django.db.models import QuerySet
-from django.utils import timezone
 
 from . import signals
 from .buffer import ItemRecord, SaveBuffer
-from .errors import ErrorCollector, ErrorResolver
+from .errors.store import ErrorCollector, ErrorResolver
 from .exceptions import InvalidItems, PipeBreak, PipeContinue, PipeError, PipeIgnore
+from .identity import model_identity
+from .lifecycle import RunRecord
+from .options import RunOptions
 from .pipe import AttrDict, PipeState
 from .registry import registry
-from .report import COUNTS, RunReport
-from .session import RunOptions
-from .sources import check_items, iterate, model_key
+from .report import RunReport
+from .sources import check_items, iterate
 from .tracking import Tracker
-from .transactions import ItemSavepoints, RunTransaction
+from .transactions import ItemSavepoints, RunTransaction, register_on_commit
 
 __all__ = ["Engine"]
 
@@ -33,75 +34,71 @@ logger = logging.getLogger("datapipe")
 
 
 class Engine:
-    """Runs the pipeline ``name`` once over items (no depends, no triggers: see Session)."""
+    """Runs the pipeline ``name`` once over items, reporting to ``record``.
 
-    def __init__(self, name: str, options: RunOptions, context: AttrDict, triggered_by: str = ""):
+    ``triggered_by`` names the pipeline whose results are the items (for trackers).
+    """
+
+    def __init__(self, name: str, options: RunOptions, context: AttrDict, record: RunRecord,
+                 triggered_by: str = ""):
         self.name = name
         self.cls = registry.get(name)
         self.options = options
         self.context = context
-        self.triggered_by = triggered_by
+        self.record = record
+        self.using = record.using
         self.keep_results = (
             options.keep_results or self.cls.consumes_results() or bool(registry.triggers_of(name))
         )
+        self.report = RunReport(name, run_id=record.run.pk)
+        self.buffer = SaveBuffer(self.using)
+        self.state = PipeState(context, sink=self.buffer)
+        self.errors = ErrorCollector(name, self.using)
+        self.tracker = Tracker(name, self.using, triggered_by, enabled=self.cls.track)
 
-    def run(self, items: Any, ledger=None) -> RunReport:
-        """Process ``items``; return the report. ``PipeError`` and debug errors propagate.
-
-        ``ledger`` (a :class:`datapipe.ledger.ChunkLedger`) runs the items as one
-        chunk of an existing distributed run: its record is used instead of a new one,
-        ``ledger.begin()`` opens the transaction, ``ledger.commit(report, context)`` replaces
-        ``finish_run`` at its end (folding the counts in), and the record is not closed.
-        """
-        from .models import PipelineRun
-
+    def run(self, items: Any) -> RunReport:
+        """Process ``items``; return the report. ``PipeError`` and debug errors propagate."""
         check_items(items, "run()'s items")
-        default_alias = items.db if isinstance(items, QuerySet) else DEFAULT_DB_ALIAS
-        using = self.options.using or default_alias
-        report = RunReport(self.name)
+        record, report, run = self.record, self.report, self.record.run
         started = time.monotonic()
-        self.ledger = ledger
-        if ledger is not None:
-            record = ledger.run
-        else:
-            record = PipelineRun.objects.using(using).create(pipeline_name=self.name)
-        report.run_id = record.pk
-        self.record = record
-        logger.info("Run %s of %r started", record.pk, self.name)
-        signals.run_started.send(self.cls, run=record, items=items)
-        self.buffer = SaveBuffer(using)
-        self.state = PipeState(self.context, sink=self.buffer)
-        self.errors = ErrorCollector(self.name, using)
-        self.tracker = Tracker(self.name, using, self.triggered_by, enabled=self.cls.track)
-        self.resolver = ErrorResolver(self.name, using)
-        self.report = report
-        failure = None
+        logger.info("Run %s of %r started", run.pk, self.name)
+        signals.run_started.send(self.cls, run=run, items=items)
+        self.resolver = ErrorResolver(self.name, self.using)
         try:
-            with RunTransaction(using, self.options.atomic) as self.tx:
-                self._run(items, record)
+            with RunTransaction(self.using, self.options.atomic, lock=self.name,
+                                shared=record.shared_lock) as self.tx:
+                record.opened()
+                self._run(items)
+                record.committing(report, self.context, self.errors)
         except BaseException as exc:
-            failure = exc
+            self._ended(started)
+            self._save_errors()
+            record.rolled_back(report, exc)
+            logger.info("Run %s failed: %s", run.pk, report)
+            signals.run_finished.send(self.cls, run=run, report=report)
             raise
-        finally:
-            self.state.local.clear()
-            report.errors = self.errors.captured
-            report.elapsed = time.monotonic() - started
-            try:
-                self.errors.save(record)  # after the transaction: rows survive its rollback
-                if ledger is None:
-                    self._close_record(record, failure)
-            except Exception:
-                if failure is None:
-                    raise
-                # The run's own failure is the one to raise; this one is logged.
-                logger.exception("Could not record the end of run %s of %r", record.pk, self.name)
-            logger.info("Run %s %s: %s", record.pk, "failed" if failure else "finished", report)
-            signals.run_finished.send(self.cls, run=record, report=report)
+        self._ended(started)
+        self._save_errors()
+        record.committed(report, self.cls(state=self.state))
+        logger.info("Run %s finished: %s", run.pk, report)
+        signals.run_finished.send(self.cls, run=run, report=report)
         return report
 
-    def _run(self, items, record) -> None:
-        if self.ledger is not None:
-            self.ledger.begin()
+    def _ended(self, started: float) -> None:
+        self.state.local.clear()
+        self.report.errors = self.errors.captured
+        self.report.elapsed = time.monotonic() - started
+
+    def _save_errors(self) -> None:
+        """Write the error rows not written yet; a failure here is the run's, not raised
+        (the outputs are committed or rolled back already)."""
+        try:
+            self.errors.save(self.record.run)
+        except Exception as exc:
+            logger.exception("Could not write the error rows of run %s", self.record.run.pk)
+            self.report.message = f"error rows not written: {type(exc).__name__}: {exc}"
+
+    def _run(self, items) -> None:
         pipe = self.cls(state=self.state)
         prepared = self._unattributed(pipe.prepare, items)
         if prepared is None:
@@ -113,28 +110,21 @@ class Engine:
         filtering = prepared is not items
         seen = set() if filtering and not isinstance(prepared, (QuerySet, Sequence)) else None
         results = self.report.results if self.keep_results else []
-        with ItemSavepoints(self.tx.using) as savepoints:
-            for item in self._progress(iterate(prepared, self.options.chunksize), prepared):
+        batch = self.options.chunksize
+        with ItemSavepoints(self.using) as savepoints:
+            for item in self._progress(iterate(prepared, batch), prepared):
                 if seen is not None:
-                    seen.add(model_key(item))
+                    seen.add(model_identity(item, self.using))
                 if not self._process(item, savepoints):
                     break
-                if len(self.buffer.pending) >= self.options.chunksize or (
-                    self.buffer.size >= self.options.chunksize
-                ):
+                if self.report.processed % batch == 0 or self.buffer.size >= batch:
                     self._flush(results)
-                    self._checkpoint(record)
+                    self._checkpoint()
         if filtering:
             self.tracker.forget_filtered(items, prepared, None if self.report.broke else seen)
         self._flush(results)
         self._unattributed(pipe.finish, results)
         self._flush(results)
-        self._fill_record(record)
-        if self.ledger is not None:
-            self.errors.save(record)  # in the chunk's transaction: written once per chunk
-            self.ledger.commit(self.report, self.context)
-        else:
-            pipe.finish_run(record)
 
     def _process(self, item, savepoints: ItemSavepoints) -> bool:
         """Process one item by the flow-control table; False stops the loop."""
@@ -145,7 +135,7 @@ class Engine:
         try:
             result = self.cls(item, state=self.state).process()
         except PipeContinue as flow:
-            savepoints.commit()
+            record.on_commit = savepoints.commit()
             result = item if flow.value is PipeContinue._unset else flow.value
             record.continued = True
             report.continued += 1
@@ -169,7 +159,7 @@ class Engine:
             exc.__traceback__ = None
             return True
         else:
-            savepoints.commit()
+            record.on_commit = savepoints.commit()
             report.succeeded += 1
         record.result = result
         self.buffer.keep(record)
@@ -184,7 +174,7 @@ class Engine:
         error = self.errors.add(item, exc)
         logger.warning("%s failed on %s: %s: %s", self.name, error.item_repr, error.error_type,
                        error.error_message)
-        signals.item_failed.send(self.cls, item=item, exception=exc, run=self.record)
+        signals.item_failed.send(self.cls, item=item, exception=exc, run=self.record.run)
 
     def _unattributed(self, hook, arg):
         """Call ``prepare``/``finish``: outputs they buffer belong to no item."""
@@ -211,14 +201,18 @@ class Engine:
             records = [record for record in records if id(record) not in failed_ids]
         self.tracker.write(records)
         self.resolver.resolve(record.item for record in records)
+        for record in records:
+            register_on_commit(self.using, record.on_commit)
         if self.keep_results:
             results.extend(record.result for record in records if record.result is not None)
 
-    def _checkpoint(self, record) -> None:
-        """Between batches: commit when not atomic, and write the errors met so far."""
-        if not self.options.atomic:
+    def _checkpoint(self) -> None:
+        """Between batches: live counts; when not atomic, commit and write errors."""
+        committing = not self.options.atomic
+        self.record.progressed(self.report, committing)
+        if committing:
             self.tx.checkpoint()
-            self.errors.save(record)
+            self.errors.save(self.record.run)
 
     def _progress(self, iterator, items):
         if not self.options.progress:
@@ -229,16 +223,3 @@ class Engine:
             len(items) if isinstance(items, Sequence) else None
         )
         return tqdm(iterator, total=total, desc=self.name, unit="item")
-
-    def _fill_record(self, record) -> None:
-        for name in (*COUNTS, "broke"):
-            setattr(record, name, getattr(self.report, name))
-
-    def _close_record(self, record, failure) -> None:
-        self._fill_record(record)
-        record.status = record.Status.FAILED if failure else record.Status.DONE
-        if failure is not None:
-            record.message = f"{type(failure).__name__}: {failure}"[:2000]
-        record.chunks_done = 1
-        record.finished_at = timezone.now()
-        record.save()

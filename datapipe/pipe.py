@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from .exceptions import InvalidOutput, PipeBreak, PipeContinue, PipeIgnore
-from .registry import pipeline
+from .registry import pipeline, registry
 
 __all__ = ["AttrDict", "Pipe", "pipeline"]
 
@@ -186,3 +186,6 @@ class Pipe:
 
     def __repr__(self):
         return f"<{type(self).__name__} item={self.item!r:.60}>"
+
+
+registry.base_class = Pipe

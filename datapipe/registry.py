@@ -26,6 +26,10 @@ def _class_id(cls):
 class Registry:
     """Maps pipeline names to composed classes and knows the graph between them."""
 
+    #: The class every pipeline must derive from; set by :mod:`datapipe.pipe` (which
+    #: imports this module, so that this module need not import it).
+    base_class: type = object
+
     def __init__(self):
         self._classes: dict[str, list[type]] = {}
         self._triggers: dict[str, list[str]] = {}  # source name -> triggered names
@@ -36,11 +40,9 @@ class Registry:
 
     def register(self, name: str, cls: type, triggers=()) -> None:
         """Register ``cls`` under ``name``, triggered after each run of ``triggers``."""
-        from .pipe import Pipe
-
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise PipelineDefinitionError(f"A pipeline name must be a non-empty string: {name!r}")
-        if not (isinstance(cls, type) and issubclass(cls, Pipe)):
+        if not (isinstance(cls, type) and issubclass(cls, self.base_class)):
             raise PipelineDefinitionError(
                 f"@pipeline({name!r}) decorates Pipe subclasses, not {cls!r}"
             )

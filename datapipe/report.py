@@ -32,6 +32,9 @@ class RunReport:
     run_id: int | None = None
     dependencies: list[RunReport] = field(default_factory=list)
     triggered: list[RunReport] = field(default_factory=list)
+    #: The run record's final status (``done`` or ``failed``) and why it failed.
+    status: str = "running"
+    message: str = ""
 
     @property
     def items_per_second(self) -> float:

@@ -6,15 +6,9 @@ into chunks for Celery workers. Both go through the same engine.
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from django.db.models import QuerySet
-
-from . import conf
-from .exceptions import PipelineCycle
+from .options import RunOptions
 from .pipe import AttrDict
 from .registry import registry
 from .report import RunReport
@@ -23,40 +17,6 @@ from .sources import check_items, default_pipeline_name
 __all__ = ["RunOptions", "Session", "get_session"]
 
 _MISSING = object()
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Options of a session, resolved against the settings (see :mod:`datapipe.conf`)."""
-
-    debug: bool = False
-    chunksize: int = 2000
-    atomic: bool = True
-    progress: bool = False
-    keep_results: bool = False
-    using: str | None = None
-
-    @classmethod
-    def resolve(cls, debug=None, chunksize=None, atomic=None, progress=None,
-                keep_results=False, using=None) -> RunOptions:
-        """Options with None replaced by the ``DATAPIPE`` settings; validated."""
-        chunksize = conf.get("CHUNKSIZE") if chunksize is None else chunksize
-        if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
-            raise ValueError(f"chunksize must be a positive integer, not {chunksize!r}")
-        if progress is None:
-            progress = conf.get("PROGRESS")
-        if progress is None:
-            progress = sys.stderr.isatty()
-        return cls(
-            debug=bool(conf.get("DEBUG") if debug is None else debug),
-            chunksize=chunksize,
-            atomic=bool(conf.get("ATOMIC") if atomic is None else atomic),
-            progress=bool(progress),
-            keep_results=bool(keep_results),
-            using=using,
-        )
-
-
 
 
 class Session:
@@ -91,33 +51,13 @@ class Session:
         hold their reports.
         """
         items, name = _arguments(items, name, kwargs)
-        return self._run_chain(name, items, triggered_by="", active=())
+        from .chain import run_chain  # not at import time: it imports the models
 
-    def _run_chain(self, name, items, triggered_by, active, ledger=None) -> RunReport:
-        """Run ``name`` with its depends and triggers; ``ledger``: see ``Engine.run``."""
-        if name in active:  # registered after the start-up check: never loop
-            raise PipelineCycle([*active, name])
-        active = (*active, name)
-        depends = registry.depends_of(name)
-        if depends and not isinstance(items, (QuerySet, Sequence)):
-            items = list(items)  # the depends and the run itself each iterate the items
-        dependency_reports = [
-            self._run_chain(dependency, items, triggered_by="", active=active)
-            for dependency in depends
-        ]
-        from .engine import Engine
-
-        report = Engine(name, self.options, self.context, triggered_by).run(items, ledger)
-        report.dependencies = dependency_reports
-        for target in registry.triggers_of(name):
-            report.triggered.append(
-                self._run_chain(target, report.results, triggered_by=name, active=active)
-            )
-        return report
+        return run_chain(name, items, self.options, self.context)
 
     def run_in_celery(self, items, name=None, celery_chunksize=10, queue=None, **task_options):
         """Run the pipeline across Celery workers, in chunks; return a handle."""
-        from .distributed import dispatch
+        from .distributed.dispatch import dispatch
 
         items, name = _arguments(items, name, {})
         return dispatch(self, items, name, celery_chunksize=celery_chunksize, queue=queue,

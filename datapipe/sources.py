@@ -1,10 +1,8 @@
-"""Items in: QuerySets read by keyset pages, lists and other iterables; item identity."""
+"""Items in: QuerySets read by keyset pages, lists and other iterables; checked first."""
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import Any
@@ -15,7 +13,7 @@ from django.db.models.query import ModelIterable
 from .exceptions import InvalidItems
 
 __all__ = [
-    "check_items", "iterate", "keyset_pages", "model_key", "value_key", "default_pipeline_name",
+    "check_items", "default_pipeline_name", "iterate", "keyset_pages",
 ]
 
 
@@ -71,32 +69,6 @@ def keyset_pages(
         if len(page) < chunksize:
             return
         page = list(ordered.filter(pk__gt=key(page[-1]))[:chunksize])
-
-
-def model_key(item: Any) -> tuple[int, str] | None:
-    """``(content type id, pk as text)`` of a saved model instance, else None."""
-    if isinstance(item, Model) and item.pk is not None:
-        from django.contrib.contenttypes.models import ContentType
-
-        return ContentType.objects.get_for_model(item).pk, str(item.pk)
-    return None
-
-
-def value_key(value: Any) -> str:
-    """A stable key for a non-model item: a hash of its JSON (or of its repr)."""
-    try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
-        text = repr(value)
-    return "v:" + hashlib.sha1(text.encode()).hexdigest()
-
-
-def json_value(value: Any) -> Any:
-    """``value`` if it survives a JSON round trip unchanged in kind, else None."""
-    try:
-        return json.loads(json.dumps(value))
-    except (TypeError, ValueError):
-        return None
 
 
 def default_pipeline_name(items: Any) -> tuple[str, Any]:

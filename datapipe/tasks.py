@@ -1,17 +1,25 @@
 """The Celery task ``datapipe.run``: one chunk of a distributed run.
 
-Thin on purpose: the work is :func:`datapipe.ledger.run_chunk`. The options make
-a killed worker lose nothing: the message is acknowledged only after the chunk
+Thin on purpose: the work is :func:`datapipe.distributed.worker.run_chunk`. The options
+make a killed worker lose nothing: the message is acknowledged only after the chunk
 (``acks_late``) and put back when the worker process dies (``reject_on_worker_lost``);
-the chunk ledger skips a chunk that an earlier delivery committed and gives up on one
+the chunk's record skips a chunk that an earlier delivery committed and gives up on one
 that keeps killing its worker. Database connection errors are retried with backoff.
+
+The message carries ids only (run, chunk, database alias); anything else is rejected
+and logged, and touches no chunk.
 """
 
-from celery import shared_task
+import logging
 
-from .ledger import CONNECTION_ERRORS, run_chunk
+from celery import shared_task
+from django.conf import settings
+
+from .distributed.worker import CONNECTION_ERRORS, MAX_RETRIES, run_chunk
 
 __all__ = ["run"]
+
+logger = logging.getLogger("datapipe")
 
 
 @shared_task(
@@ -24,9 +32,15 @@ __all__ = ["run"]
     retry_backoff=1,
     retry_backoff_max=60,
     retry_jitter=True,
-    max_retries=5,
+    max_retries=MAX_RETRIES,
     ignore_result=True,
 )
-def run(self, **chunk) -> str:
-    """Run one chunk; see :func:`datapipe.ledger.run_chunk` for the arguments."""
-    return run_chunk(self, **chunk)
+def run(self, run_id=None, chunk_id=None, using="default", **unexpected) -> str:
+    """Run the chunk ``chunk_id`` of the run ``run_id`` on the database ``using``."""
+    valid_ids = all(isinstance(i, int) and not isinstance(i, bool) for i in (run_id, chunk_id))
+    if unexpected or not valid_ids or not isinstance(using, str) or using not in settings.DATABASES:
+        logger.error("Rejected a datapipe.run message: run_id=%r chunk_id=%r using=%r, "
+                     "unexpected arguments %s", run_id, chunk_id, using, sorted(unexpected))
+        return "rejected"
+    return run_chunk(run_id, chunk_id, retries=self.request.retries,
+                     max_retries=self.max_retries, using=using)

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from django.apps import apps
-from django.contrib.contenttypes.models import ContentType
 from django.db import connections
 from django.db.models import BooleanField, CharField, IntegerField, Q, QuerySet
 from django.db.models.expressions import RawSQL
@@ -22,8 +21,8 @@ from django.utils import timezone
 
 from .buffer import ItemRecord
 from .bulk import insert_rows
+from .identity import Identity, content_type_id, model_identity
 from .models import PipelineTrack
-from .sources import model_key
 
 __all__ = ["Tracker", "delete_outputs"]
 
@@ -63,10 +62,9 @@ def delete_outputs(outputs: dict[str, list], using: str) -> None:
         levels.append(outputs)
         derived: dict[str, list] = {}
         for label, pks in outputs.items():
-            model = apps.get_model(label)
-            content_type = ContentType.objects.db_manager(using).get_for_model(model)
             rows = PipelineTrack.objects.using(using).filter(
-                item_content_type=content_type, item_id__in=[str(pk) for pk in pks]
+                item_content_type_id=content_type_id(apps.get_model(label), using),
+                item_id__in=[str(pk) for pk in pks],
             )
             for row_outputs in rows.values_list("outputs", flat=True):
                 _merge(derived, row_outputs)
@@ -94,14 +92,14 @@ class Tracker:
         by_type: dict[int, list[str]] = {}
         for record in records:
             if record.key is None:
-                record.key = model_key(record.item)
+                record.key = model_identity(record.item, self.using)
             if record.key is not None:
-                by_type.setdefault(record.key[0], []).append(record.key[1])
-        for content_type_id, ids in by_type.items():
-            self._revert_rows(self._rows_of(content_type_id, ids))
+                by_type.setdefault(record.key.content_type_id, []).append(record.key.item_id)
+        for type_id, ids in by_type.items():
+            self._revert_rows(self._rows_of(type_id, ids))
 
-    def _rows_of(self, content_type_id: int, ids: list[str]) -> QuerySet:
-        rows = self._tracks.filter(item_content_type_id=content_type_id)
+    def _rows_of(self, type_id: int, ids: list[str]) -> QuerySet:
+        rows = self._tracks.filter(item_content_type_id=type_id)
         return rows.filter(_item_id_in(ids, self.using))
 
     def _revert_rows(self, rows: QuerySet) -> None:
@@ -131,7 +129,8 @@ class Tracker:
             delete_outputs(superseded, self.using)
         now = timezone.now()
         rows = [
-            (self.pipeline_name, key[0], key[1], outputs_of(outputs), self.triggered_by, now)
+            (self.pipeline_name, key.content_type_id, key.item_id, outputs_of(outputs),
+             self.triggered_by, now)
             for key, record in latest.items()
             if (outputs := record.outputs())
         ]
@@ -149,24 +148,23 @@ class Tracker:
         if not self.enabled:
             return
         if self._both_querysets_comparable(handed, prepared):
-            content_type = ContentType.objects.db_manager(self.using).get_for_model(handed.model)
             as_text = Cast("pk", output_field=CharField())
             rows = self._tracks.filter(
-                item_content_type=content_type,
+                item_content_type_id=content_type_id(handed.model, self.using),
                 item_id__in=handed.order_by().values(k=as_text),
             ).exclude(item_id__in=prepared.order_by().values(k=as_text))
             self._revert_rows(rows)
             return
         if isinstance(prepared, (QuerySet, Sequence)):
-            seen = set(_keys_of(prepared))
+            seen = set(_keys_of(prepared, self.using))
         if seen is None:
             return
         by_type: dict[int, list[str]] = {}
-        for content_type_id, pk in _keys_of(handed):
-            if (content_type_id, pk) not in seen:
-                by_type.setdefault(content_type_id, []).append(pk)
-        for content_type_id, ids in by_type.items():
-            self._revert_rows(self._rows_of(content_type_id, ids))
+        for key in _keys_of(handed, self.using):
+            if key not in seen:
+                by_type.setdefault(key.content_type_id, []).append(key.item_id)
+        for type_id, ids in by_type.items():
+            self._revert_rows(self._rows_of(type_id, ids))
 
     @staticmethod
     def _both_querysets_comparable(handed, prepared) -> bool:
@@ -201,13 +199,14 @@ def _item_id_in(ids: list[str], using: str):
     )
 
 
-def _keys_of(items: Any):
+def _keys_of(items: Any, using: str):
+    """The identities of the model items among ``items``."""
     if isinstance(items, QuerySet):
-        content_type = ContentType.objects.get_for_model(items.model)
+        type_id = content_type_id(items.model, using)
         for pk in items.order_by().values_list("pk", flat=True).iterator():
-            yield content_type.pk, str(pk)
+            yield Identity.of_row(type_id, pk)
         return
     for item in items:
-        key = model_key(item)
+        key = model_identity(item, using)
         if key is not None:
             yield key

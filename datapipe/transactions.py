@@ -4,25 +4,55 @@ A savepoint costs a round trip, and most items issue no query of their own (thei
 outputs are buffered). So an item's savepoint is opened lazily, by a connection
 execute wrapper, just before the item's first query; an item that issues none rolls
 back by dropping its buffered outputs alone.
+
+Also here: the lock that serialises runs of one pipeline (:class:`RunTransaction`),
+``transaction.on_commit`` callbacks of items (kept items' run after commit, rolled-back
+items' never), and the connection that writes live counts outside the run's
+transaction (:class:`OutsideWriter`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from contextlib import contextmanager
 
 from django.db import connections, transaction
+
+__all__ = [
+    "ItemSavepoints", "OutsideWriter", "RunTransaction", "register_on_commit", "savepoint",
+]
+
+# Locks of pipelines on databases without advisory locks (SQLite): per process.
+_local_locks: dict[tuple[str, str], threading.RLock] = {}
+_local_locks_guard = threading.Lock()
+
+
+def _advisory_key(name: str) -> int:
+    """A signed 64-bit key for PostgreSQL's advisory locks, stable across processes."""
+    digest = hashlib.sha1(f"datapipe:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 class RunTransaction:
     """The run's transaction: one atomic block, or (``atomic=False``) one per batch.
 
     :meth:`checkpoint` commits the batch so far and opens the next when not atomic.
+
+    ``lock`` (a pipeline name) serialises the transactions of runs of one pipeline, so
+    that two runs started together each see the other's committed trackers and every
+    item's outputs exist once: on PostgreSQL a transaction-scoped advisory lock
+    (``shared=True`` for Celery chunks, which run side by side and take turns only with
+    local runs); elsewhere a lock of this process.
     """
 
-    def __init__(self, using: str, atomic: bool):
+    def __init__(self, using: str, atomic: bool, lock: str | None = None, shared: bool = False):
         self.using = using
         self.atomic = atomic
+        self.lock = lock
+        self.shared = shared
         self._block = None
+        self._local_lock = None
 
     def __enter__(self):
         self._open()
@@ -30,17 +60,51 @@ class RunTransaction:
 
     def __exit__(self, *exc_info):
         block, self._block = self._block, None
-        return block.__exit__(*exc_info)
+        try:
+            return block.__exit__(*exc_info)
+        finally:
+            self._release()
 
     def _open(self):
         self._block = transaction.atomic(using=self.using)
         self._block.__enter__()
+        if self.lock is not None:
+            try:
+                self._acquire()
+            except BaseException as exc:
+                self._block.__exit__(type(exc), exc, exc.__traceback__)
+                raise
+
+    def _acquire(self) -> None:
+        connection = connections[self.using]
+        if connection.vendor == "postgresql":
+            function = "pg_advisory_xact_lock_shared" if self.shared else "pg_advisory_xact_lock"
+            with connection.cursor() as cursor:
+                cursor.execute(f"SELECT {function}(%s)", [_advisory_key(self.lock)])
+        elif not self.shared:
+            with _local_locks_guard:
+                lock = _local_locks.setdefault((self.using, self.lock), threading.RLock())
+            lock.acquire()
+            self._local_lock = lock
+
+    def _release(self) -> None:
+        lock, self._local_lock = self._local_lock, None
+        if lock is not None:
+            lock.release()
 
     def checkpoint(self) -> None:
         """Commit what is done so far, when the run is not one transaction."""
         if not self.atomic:
-            self._block.__exit__(None, None, None)
+            try:
+                self._block.__exit__(None, None, None)
+            finally:
+                self._release()
             self._open()
+
+    @property
+    def outermost(self) -> bool:
+        """Whether the run's transaction is its connection's outermost atomic block."""
+        return len(connections[self.using].atomic_blocks) <= 1
 
 
 class ItemSavepoints:
@@ -69,6 +133,7 @@ class ItemSavepoints:
         self._unreleased = False
         self._enclosing = None
         self._watching_commit = False
+        self._hooks_mark = 0
 
     def __enter__(self):
         self._wrapper = self.connection.execute_wrapper(self)
@@ -122,20 +187,37 @@ class ItemSavepoints:
             # Registered between items, outside any savepoint a rollback would discard.
             transaction.on_commit(self._committed, using=self.connection.alias)
             self._watching_commit = True
+        self._hooks_mark = len(self.connection.run_on_commit)
 
-    def commit(self) -> None:
-        """Keep the item's changes (release its savepoint, if it was opened)."""
+    def _take_hooks(self) -> list:
+        """The ``on_commit`` callbacks the item registered, taken off the connection."""
+        hooks = self.connection.run_on_commit
+        taken = hooks[self._hooks_mark:]
+        del hooks[self._hooks_mark:]
+        return taken
+
+    def commit(self) -> list:
+        """Keep the item's changes (release its savepoint, if it was opened).
+
+        Returns the item's ``on_commit`` callbacks, taken off the connection: they are
+        registered again (:func:`register_on_commit`) once its outputs are saved, or
+        dropped if the item fails at the flush.
+        """
         self.armed = False
+        hooks = self._take_hooks()
         if self.sid is not None:
             if self._combined:
                 self._unreleased = True  # released with the next item's savepoint
             else:
                 self.connection.savepoint_commit(self.sid)
             self.sid = None
+        return hooks
 
     def rollback(self) -> None:
-        """Undo the item's changes (roll back to its savepoint, if it was opened)."""
+        """Undo the item's changes (roll back to its savepoint, if it was opened), and
+        drop the ``on_commit`` callbacks it registered."""
         self.armed = False
+        self._take_hooks()
         if self.sid is not None:
             # As Atomic.__exit__ does: a failed query inside save() marked the whole
             # block for rollback; rolling back to the item's savepoint repairs it.
@@ -152,6 +234,39 @@ class ItemSavepoints:
     def used(self) -> bool:
         """Whether the current item opened its savepoint (it issued a query)."""
         return self.sid is not None
+
+
+def register_on_commit(using: str, hooks: list) -> None:
+    """Register again ``on_commit`` callbacks taken by :meth:`ItemSavepoints.commit`."""
+    if hooks:
+        connection = connections[using]
+        ids = set(connection.savepoint_ids)
+        connection.run_on_commit.extend((ids, func, robust) for _, func, robust in hooks)
+
+
+class OutsideWriter:
+    """Writes that other connections see at once, while the run's transaction is open.
+
+    A connection of its own to the run's database, in autocommit: live counts of a run
+    are written through it (PostgreSQL; SQLite allows one writer at a time).
+    """
+
+    def __init__(self, using: str):
+        self.connection = connections.create_connection(using)
+
+    def update(self, model, pk, values: dict) -> None:
+        """``UPDATE`` the row ``pk`` of ``model`` with plain ``values`` (column: value)."""
+        quote = self.connection.ops.quote_name
+        assignments = ", ".join(f"{quote(model._meta.get_field(name).column)} = %s"
+                                for name in values)
+        sql = (f"UPDATE {quote(model._meta.db_table)} SET {assignments} "
+               f"WHERE {quote(model._meta.pk.column)} = %s")
+        with self.connection.cursor() as cursor:
+            cursor.execute(sql, [*values.values(), pk])
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.connection.close()
 
 
 @contextmanager

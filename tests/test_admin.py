@@ -344,7 +344,7 @@ def test_reprocessing_in_celery_from_the_admin_resolves_rows_on_the_workers(
 ):
     from django.contrib import admin
 
-    from datapipe.distributed import RunHandle
+    from datapipe.distributed.dispatch import RunHandle
 
     items = failed_items("error", "error")
     fix(items)

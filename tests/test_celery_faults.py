@@ -135,7 +135,7 @@ def test_a_chunk_that_keeps_killing_its_worker_ends_as_errors(celery_worker):
     assert sorted(errors.values_list("item_id", flat=True)) == sorted(
         str(item.pk) for item in items[3:6])
     assert set(errors.values_list("error_type", flat=True)) == {
-        "datapipe.ledger.ChunkGivenUp"}
+        "datapipe.distributed.ledger.ChunkGivenUp"}
     assert (result["lost"], result["duplicates"]) == (3, 0)  # the 3 recorded as errors
     assert (run.status, run.processed, run.succeeded, run.errored) == ("failed", 8, 5, 3)
 

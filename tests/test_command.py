@@ -160,7 +160,7 @@ def test_reprocess_in_celery_resolves_rows_on_the_workers(celery_worker):
 
     run = PipelineRun.objects.get(pipeline_name="flow", distributed=True)
     assert f"Follow run {run.pk}" in out
-    from datapipe.distributed import RunHandle
+    from datapipe.distributed.dispatch import RunHandle
 
     RunHandle(run.pk).wait(timeout=60)
     assert not open_rows().exists()

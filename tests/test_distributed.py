@@ -10,7 +10,7 @@ import pytest
 
 import tests.distributed_pipes  # noqa: F401  (registers the dist.* pipelines here too)
 from datapipe import get_session
-from datapipe.distributed import resend
+from datapipe.distributed.dispatch import resend
 from datapipe.models import PipelineChunk, PipelineError, PipelineRun
 from tests.testapp.models import Derived, Note, ResultItem, SourceItem
 

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from datapipe import ItemNotSerializable, get_session
-from datapipe.chunks import decode_chunk, encode_chunks
+from datapipe.distributed.chunks import decode_chunk, encode_chunks
 from datapipe.models import PipelineChunk, PipelineRun
 from tests.testapp.models import CodeItem, SourceItem, UUIDItem
 from tests.workers import broker_url, require_celery

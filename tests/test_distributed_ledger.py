@@ -8,7 +8,7 @@ from django.test import override_settings
 
 import tests.distributed_pipes  # noqa: F401  (registers the dist.* pipelines)
 from datapipe import get_session
-from datapipe.ledger import run_chunk
+from datapipe.distributed.worker import run_chunk
 from datapipe.models import PipelineChunk, PipelineError
 from tests.testapp.models import ResultItem, SourceItem
 
@@ -22,16 +22,8 @@ def dispatched(pipeline, count, chunksize):
 
 
 def deliver(handle, chunk, retries=0):
-    class Task:  # what run_chunk reads of the Celery task
-        max_retries = 5
-
-        class request:  # noqa: N801
-            pass
-
-    Task.request.retries = retries
-    run = handle.run
-    return run_chunk(Task, run.pk, chunk.pk, run.pipeline_name, chunk.items,
-                     run.dispatch["context"], run.dispatch["options"])
+    """Deliver ``chunk`` here, as the ``retries``-th retry of its message."""
+    return run_chunk(handle.id, chunk.pk, retries=retries)
 
 
 def test_a_chunk_delivered_again_after_it_committed_is_skipped_and_counted_once(db):
@@ -64,7 +56,8 @@ def test_a_chunk_redelivered_past_the_cap_records_its_items_as_errors(db):
 
     chunk = PipelineChunk.objects.get(pk=chunks[0].pk)
     assert (chunk.status, chunk.deliveries, chunk.errored) == ("failed", 4, 3)
-    assert PipelineError.objects.filter(error_type="datapipe.ledger.ChunkGivenUp").count() == 3
+    given_up = PipelineError.objects.filter(error_type="datapipe.distributed.ledger.ChunkGivenUp")
+    assert given_up.count() == 3
     assert not ResultItem.objects.exists()
     assert handle.run.status == "failed"
 

@@ -94,7 +94,7 @@ def test_debug_errors_are_recorded_before_being_raised():
 
 
 def test_the_code_revision_is_recorded(session):
-    from datapipe.errors import _git_revision
+    from datapipe.errors.capture import _git_revision
 
     _git_revision.cache_clear()  # read once per process: HEAD may have moved since
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True)

@@ -21,11 +21,11 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db.models import Count
 
 from datapipe import get_session, registry
+from datapipe.errors.groups import group_rows
+from datapipe.errors.reprocess import reprocess
 from datapipe.exceptions import DatapipeError
-from datapipe.groups import group_rows
 from datapipe.models import PipelineError, PipelineRun
 from datapipe.report import COUNTS
-from datapipe.reprocess import reprocess
 
 #: Seconds between two progress polls of ``run --celery --wait``.
 POLL_SECONDS = 0.5
@@ -209,7 +209,7 @@ class Command(BaseCommand):
     def handle_resend(self, run_id, stale_after, queue, **options):
         self.run_record(run_id)
         try:
-            from datapipe.distributed import resend
+            from datapipe.distributed.dispatch import resend
         except ImportError as exc:
             raise CommandError("Resending needs datapipe.distributed.") from exc
         sent = resend(run_id, stale_after=stale_after, queue=queue)

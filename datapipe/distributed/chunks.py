@@ -1,8 +1,10 @@
 """Chunks of a distributed run: items encoded as JSON payloads, and decoded again.
 
-A payload is ``{"content_type": id, "pks": [...], "queryset": bool}`` for model
-instances of one type, ``{"values": [...]}`` for JSON values, and ``{"refs": [...]}``
-(``["model", content type id, pk]`` or ``["value", value]`` each) for a mix.
+A payload is ``{"model": label, "pks": [...], "queryset": bool}`` for model instances
+of one class (``label`` as ``app_label.ModelName``: the class they are loaded as,
+proxies kept), ``{"values": [...]}`` for JSON values, and ``{"refs": [...]}``
+(``["model", label, pk]`` or ``["value", value]`` each) for a mix. Primary keys are
+written by :func:`datapipe.identity.pk_json`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from django.apps import apps
 from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable
 
-from .exceptions import ItemNotSerializable
-from .sources import keyset_pages
+from ..exceptions import ItemNotSerializable
+from ..identity import pk_json
+from ..sources import keyset_pages
 
 __all__ = ["decode_chunk", "encode_chunks", "json_copy", "payload_size", "payload_values"]
 
@@ -26,14 +30,8 @@ def json_copy(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def _pk_json(pk: Any) -> Any:
-    return pk if isinstance(pk, (int, str)) else str(pk)
-
-
-def _content_type_id(model: type[Model]) -> int:
-    from django.contrib.contenttypes.models import ContentType
-
-    return ContentType.objects.get_for_model(model, for_concrete_model=False).pk
+def _label(model: type[Model]) -> str:
+    return model._meta.label
 
 
 def _encode_value(position: int, item: Any) -> Any:
@@ -57,20 +55,15 @@ def _encode_list(items: list, first: int) -> dict:
     refs = []
     for position, item in enumerate(items, first):
         if isinstance(item, Model) and item.pk is not None:
-            refs.append(["model", _content_type_id(type(item)), _pk_json(item.pk)])
+            refs.append(["model", _label(type(item)), pk_json(item.pk)])
         else:
             refs.append(["value", _encode_value(position, item)])
     kinds = {ref[0] for ref in refs}
     if kinds == {"value"}:
         return {"values": [ref[1] for ref in refs]}
     if kinds == {"model"} and len({ref[1] for ref in refs}) == 1:
-        return {"content_type": refs[0][1], "pks": [ref[2] for ref in refs], "queryset": False}
+        return {"model": refs[0][1], "pks": [ref[2] for ref in refs], "queryset": False}
     return {"refs": refs}
-
-
-def _queryset_pks(queryset: QuerySet, page: int) -> Iterator[Any]:
-    """The primary keys of ``queryset`` in pk order, read by keyset pages of ``page``."""
-    return keyset_pages(queryset.values_list("pk", flat=True), page, key=lambda pk: pk)
 
 
 def encode_chunks(items: Any, size: int, page: int = 2000) -> Iterator[dict]:
@@ -81,11 +74,10 @@ def encode_chunks(items: Any, size: int, page: int = 2000) -> Iterator[dict]:
     model instance nor JSON-encodable raises :class:`ItemNotSerializable`.
     """
     if isinstance(items, QuerySet) and items._iterable_class is ModelIterable:
-        content_type = _content_type_id(items.model)
-        pks = _queryset_pks(items, max(page, size))
+        label = _label(items.model)
+        pks = keyset_pages(items.values_list("pk", flat=True), max(page, size), key=lambda pk: pk)
         while batch := list(itertools.islice(pks, size)):
-            yield {"content_type": content_type, "pks": [_pk_json(pk) for pk in batch],
-                   "queryset": True}
+            yield {"model": label, "pks": [pk_json(pk) for pk in batch], "queryset": True}
         return
     iterator = iter(items)
     position = 0
@@ -94,30 +86,28 @@ def encode_chunks(items: Any, size: int, page: int = 2000) -> Iterator[dict]:
         position += len(batch)
 
 
+def _manager(label: str, using: str):
+    return apps.get_model(label)._default_manager.using(using)
+
+
 def decode_chunk(payload: dict, using: str) -> Any:
     """The items of a chunk payload: a QuerySet, or a list (missing rows left out)."""
-    from django.contrib.contenttypes.models import ContentType
-
-    def model(content_type_id):
-        return ContentType.objects.db_manager(using).get_for_id(content_type_id).model_class()
-
     if "values" in payload:
         return list(payload["values"])
     if "pks" in payload:
-        queryset = model(payload["content_type"])._default_manager.using(using)
-        queryset = queryset.filter(pk__in=payload["pks"]).order_by("pk")
+        queryset = _manager(payload["model"], using).filter(pk__in=payload["pks"]).order_by("pk")
         if payload.get("queryset"):
             return queryset
-        found = {_pk_json(obj.pk): obj for obj in queryset}
+        found = {pk_json(obj.pk): obj for obj in queryset}
         return [found[pk] for pk in payload["pks"] if pk in found]
-    wanted: dict[int, list] = {}
+    wanted: dict[str, list] = {}
     for ref in payload["refs"]:
         if ref[0] == "model":
             wanted.setdefault(ref[1], []).append(ref[2])
     found = {
-        (content_type_id, _pk_json(obj.pk)): obj
-        for content_type_id, pks in wanted.items()
-        for obj in model(content_type_id)._default_manager.using(using).filter(pk__in=pks)
+        (label, pk_json(obj.pk)): obj
+        for label, pks in wanted.items()
+        for obj in _manager(label, using).filter(pk__in=pks)
     }
     items = []
     for ref in payload["refs"]:
@@ -138,5 +128,5 @@ def payload_values(payload: dict) -> list:
     if "values" in payload:
         return payload["values"]
     if "pks" in payload:
-        return [{"content_type": payload["content_type"], "pk": pk} for pk in payload["pks"]]
+        return [{"model": payload["model"], "pk": pk} for pk in payload["pks"]]
     return [ref[1:] for ref in payload["refs"]]

@@ -1,9 +1,11 @@
-"""Distributed runs, the caller's side: dispatch, run handles, progress, re-sending.
+"""Distributed runs, the caller's side: dispatch, run handles, re-sending.
 
 :func:`dispatch` (behind ``Session.run_in_celery``) writes a
 :class:`~datapipe.models.PipelineRun` and one :class:`~datapipe.models.PipelineChunk`
-row per chunk (:mod:`datapipe.chunks` encodes the items), and sends one ``datapipe.run``
-task per chunk once that is committed. Workers run them (:mod:`datapipe.ledger`).
+row per chunk (:mod:`datapipe.distributed.chunks` encodes the items), and sends one
+``datapipe.run`` task per chunk once that is committed. The message names the run and
+the chunk, nothing else: workers read the rest from the rows
+(:mod:`datapipe.distributed.worker`).
 
 Context: every chunk gets a copy of the context as it was at dispatch. What a chunk's
 pipes (and its depends and triggers, which run in the worker) put in it does not come
@@ -19,15 +21,17 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.db.models.query import ModelIterable
 from django.utils import timezone
 
+from ..identity import database_for
+from ..tasks import run as run_task
 from .chunks import encode_chunks, json_copy, payload_size
-from .ledger import COUNTS, finish_if_complete, run_chunk
+from .ledger import finish_if_complete
 
-__all__ = ["RunHandle", "dispatch", "progress", "resend", "run_chunk"]
+__all__ = ["RunHandle", "dispatch", "progress", "resend"]
 
 #: Chunk rows written (and tasks sent) per batch, so memory stays flat.
 _BATCH = 500
@@ -48,7 +52,7 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
     Called by ``Session.run_in_celery``. Inside a transaction the tasks are sent when
     it commits (and never if it rolls back). ``task_options`` go to ``apply_async``.
     """
-    from .models import PipelineChunk, PipelineRun
+    from ..models import PipelineChunk, PipelineRun
 
     if not isinstance(celery_chunksize, int) or isinstance(celery_chunksize, bool) or (
         celery_chunksize < 1
@@ -57,18 +61,15 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
     if isinstance(items, QuerySet) and items._iterable_class is not ModelIterable:
         items = list(items)  # values()/values_list() rows are sent as JSON values
     options = session.options
-    using = options.using or (items.db if isinstance(items, QuerySet) else DEFAULT_DB_ALIAS)
+    using = database_for(items, options.using)
     sent_with = {
         "context": _context_json(session.context),
-        "options": {"debug": options.debug, "chunksize": options.chunksize,
-                    "keep_results": options.keep_results},
+        "options": options.for_chunks(),
         "queue": queue,
         "task_options": _context_json(task_options, "run_in_celery()'s task options"),
     }
     with transaction.atomic(using=using):
-        run = PipelineRun.objects.using(using).create(
-            pipeline_name=name, distributed=True, chunks_total=0, dispatch=sent_with
-        )
+        run = PipelineRun.start(name, using, distributed=True, chunks_total=0, dispatch=sent_with)
         total = 0
         payloads = encode_chunks(items, celery_chunksize, options.chunksize)
         while batch := list(itertools.islice(payloads, _BATCH)):
@@ -88,55 +89,33 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
 
 def _send(run, chunks: QuerySet) -> None:
     """Send a task per chunk (pages of rows by index); finish an empty run at once."""
-    from .tasks import run as task
-
     using = chunks.db
     sent_with = run.dispatch
     last = -1
     while page := list(chunks.filter(index__gt=last).order_by("index")[:_BATCH]):
         for chunk in page:
-            task.apply_async(
-                kwargs={
-                    "run_id": run.pk, "chunk_id": chunk.pk, "pipeline": run.pipeline_name,
-                    "items": chunk.items, "context": sent_with["context"],
-                    "options": sent_with["options"], "using": using,
-                },
+            run_task.apply_async(
+                kwargs={"run_id": run.pk, "chunk_id": chunk.pk, "using": using},
                 task_id=chunk.task_id,
                 queue=sent_with.get("queue"),
                 **sent_with.get("task_options", {}),
             )
         last = page[-1].index
     if run.chunks_total == 0:
-        finish_if_complete(run.pk, using)
+        finish_if_complete(run)
 
 
-def progress(run_id: int, using: str = DEFAULT_DB_ALIAS) -> dict:
-    """Where a run stands: status, chunk counts (``chunks`` by status) and item counts."""
-    from django.db.models import Count
+def progress(run_id: int, using: str = "default") -> dict:
+    """See :meth:`datapipe.models.PipelineRun.progress`."""
+    from ..models import PipelineRun
 
-    from .models import PipelineRun
-
-    run = PipelineRun.objects.using(using).get(pk=run_id)
-    by_status = dict(run.chunks.values_list("status").annotate(n=Count("pk")).order_by())
-    return {
-        "run_id": run.pk,
-        "pipeline": run.pipeline_name,
-        "status": run.status,
-        "chunks_total": run.chunks_total,
-        "chunks_done": run.chunks_done,
-        "chunks": by_status,
-        **{name: getattr(run, name) for name in COUNTS},
-        "broke": run.broke,
-        "finished": run.status != run.Status.RUNNING,
-        "message": run.message,
-        "elapsed": ((run.finished_at or timezone.now()) - run.started_at).total_seconds(),
-    }
+    return PipelineRun.objects.using(using).get(pk=run_id).progress()
 
 
 class RunHandle:
     """A distributed run seen from the caller: ``id``, ``progress()``, ``wait()``."""
 
-    def __init__(self, run_id: int, using: str = DEFAULT_DB_ALIAS):
+    def __init__(self, run_id: int, using: str = "default"):
         self.id = run_id
         self.using = using
 
@@ -146,13 +125,13 @@ class RunHandle:
     @property
     def run(self):
         """The run record, read afresh."""
-        from .models import PipelineRun
+        from ..models import PipelineRun
 
         return PipelineRun.objects.using(self.using).get(pk=self.id)
 
     def progress(self) -> dict:
-        """See :func:`progress`."""
-        return progress(self.id, self.using)
+        """See :meth:`datapipe.models.PipelineRun.progress`."""
+        return self.run.progress()
 
     def wait(self, timeout: float | None = None, interval: float = 0.25):
         """Block until every chunk is done and ``finish_run`` ran; return the run record.
@@ -176,7 +155,7 @@ class RunHandle:
 
 
 def resend(run_id: int, *, stale_after: float | None = None, queue: str | None = None,
-           using: str = DEFAULT_DB_ALIAS) -> int:
+           using: str = "default") -> int:
     """Send the lost and failed chunks of a run again; return how many were sent.
 
     ``stale_after`` (seconds): chunks still dispatched or running whose last start (or
@@ -185,7 +164,7 @@ def resend(run_id: int, *, stale_after: float | None = None, queue: str | None =
     is open again until they are done, and ``finish_run`` runs again after them.
     ``queue`` overrides the queue the run was sent to.
     """
-    from .models import PipelineChunk, PipelineRun
+    from ..models import PipelineChunk, PipelineRun
 
     Status = PipelineChunk.Status
     with transaction.atomic(using=using):
@@ -200,25 +179,10 @@ def resend(run_id: int, *, stale_after: float | None = None, queue: str | None =
         again = list(chunks.filter(status__in=[Status.FAILED, Status.LOST]))
         if not again:
             return 0
-        failed = [chunk for chunk in again if chunk.status == Status.FAILED]
-        for name in COUNTS:
-            setattr(run, name, getattr(run, name) - sum(getattr(c, name) for c in failed))
-        run.chunks_done -= len(failed)
-        run.status, run.finished_at, run.message = run.Status.RUNNING, None, ""
         if queue is not None:
             run.dispatch = {**run.dispatch, "queue": queue}
-        run.save()
-        now = timezone.now()
-        for chunk in again:
-            chunk.status, chunk.deliveries, chunk.broke = Status.DISPATCHED, 0, False
-            for name in COUNTS:
-                setattr(chunk, name, 0)
-            chunk.task_id, chunk.dispatched_at, chunk.message = str(uuid.uuid4()), now, ""
-            chunk.started_at = chunk.finished_at = chunk.context = None
-        PipelineChunk.objects.using(using).bulk_update(again, [
-            "status", "deliveries", "broke", *COUNTS, "task_id", "dispatched_at", "message",
-            "started_at", "finished_at", "context",
-        ])
+        run.reopen([chunk for chunk in again if chunk.status == Status.FAILED])
+        PipelineChunk.objects.using(using).reset_for_resend(again)
         ids = [chunk.pk for chunk in again]
         transaction.on_commit(
             lambda: _send(run, PipelineChunk.objects.using(using).filter(pk__in=ids)),

@@ -5,7 +5,7 @@ by content type and primary key, other items from their stored JSON value) and r
 again with :meth:`Session.run <datapipe.Session.run>` or
 :meth:`Session.run_in_celery <datapipe.Session.run_in_celery>`.
 
-Rows are resolved by the engine itself (:class:`datapipe.errors.ErrorResolver`): an item
+Rows are resolved by the engine itself (:class:`datapipe.errors.store.ErrorResolver`): an item
 that succeeds (or ends with ``PipeContinue``) in any run of the pipeline, a reprocess, a
 Celery chunk or a plain re-run, has its open row resolved in that run's transaction. An
 item that fails again updates its row (``attempts`` + 1). An item that is ignored
@@ -23,9 +23,9 @@ from typing import Any
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
-from .exceptions import DatapipeError
-from .registry import registry
-from .report import RunReport
+from ..exceptions import DatapipeError
+from ..registry import registry
+from ..report import RunReport
 
 __all__ = ["reprocess", "ReprocessResult", "PipelineReprocess"]
 
@@ -121,7 +121,7 @@ def reprocess(
     Raises :class:`~datapipe.PipelineNotFound` before running anything when a row names
     a pipeline that is no longer registered. ``PipeError`` propagates as in ``run()``.
     """
-    from .session import get_session
+    from ..session import get_session
 
     if in_celery and importlib.util.find_spec("datapipe.distributed") is None:
         raise DatapipeError("Reprocessing in Celery needs datapipe.distributed, not installed.")
@@ -141,7 +141,7 @@ def reprocess(
 
 
 def _reprocess_pipeline(session, name: str, rows: list, in_celery, queue) -> PipelineReprocess:
-    from .models import PipelineError
+    from ..models import PipelineError
 
     outcome = PipelineReprocess(name)
     using = rows[0]._state.db or "default"
@@ -154,7 +154,7 @@ def _reprocess_pipeline(session, name: str, rows: list, in_celery, queue) -> Pip
             outcome.reports.append(session.run(items, name))
 
     missing: list = []
-    for items, item_rows, absent in _batches(rows):
+    for items, item_rows, absent in _batches(rows, using):
         missing.extend(absent)
         if item_rows:
             dispatch(items, item_rows)
@@ -171,8 +171,14 @@ def _reprocess_pipeline(session, name: str, rows: list, in_celery, queue) -> Pip
     return outcome
 
 
-def _batches(rows: list):
-    """Yield ``(items, their rows, rows whose item is missing)`` to run, batch by batch."""
+def _batches(rows: list, using: str):
+    """Yield ``(items, their rows, rows whose item is missing)`` to run, batch by batch.
+
+    Model items are read back on the rows' database by content type and primary key
+    (:mod:`datapipe.identity`); other items are their stored JSON values.
+    """
+    from django.contrib.contenttypes.models import ContentType
+
     by_type: dict[int, list] = {}
     values, values_rows, unloadable = [], [], []
     for row in rows:
@@ -186,17 +192,18 @@ def _batches(rows: list):
     if unloadable:
         yield [], [], unloadable
     for typed_rows in by_type.values():
-        model = typed_rows[0].item_content_type.model_class()
+        type_id = typed_rows[0].item_content_type_id
+        model = ContentType.objects.db_manager(using).get_for_id(type_id).model_class()
         if model is None:
             yield [], [], typed_rows
             continue
         for start in range(0, len(typed_rows), BATCH):
-            yield _load(model, typed_rows[start:start + BATCH])
+            yield _load(model, typed_rows[start:start + BATCH], using)
     if values:
         yield values, values_rows, []
 
 
-def _load(model, rows: list):
+def _load(model, rows: list, using: str):
     """The QuerySet of the rows' items that still exist, those rows, and the others."""
     pks, absent = {}, []
     for row in rows:
@@ -204,7 +211,7 @@ def _load(model, rows: list):
             pks[row] = model._meta.pk.to_python(row.item_id)
         except ValidationError:
             absent.append(row)
-    items = model._default_manager.filter(pk__in=list(pks.values()))
+    items = model._default_manager.using(using).filter(pk__in=list(pks.values()))
     found = {str(pk) for pk in items.values_list("pk", flat=True)}
     present = [row for row in pks if str(pks[row]) in found]
     absent.extend(row for row in pks if str(pks[row]) not in found)

@@ -1,0 +1,68 @@
+"""A pipeline with what it chains: its depends before it, its triggers after it.
+
+:func:`run_chain` is what ``Session.run`` does and what a Celery worker does for one
+chunk: the only difference is the record the main run reports to. Every run that the
+chain starts records the run that started it as its ``parent`` (and a trigger, the run
+whose results it processes, as ``triggered_by``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db.models import QuerySet
+
+from .engine import Engine
+from .exceptions import PipelineCycle
+from .identity import database_for
+from .lifecycle import LocalRecord, RunRecord
+from .options import RunOptions
+from .pipe import AttrDict
+from .registry import registry
+from .report import RunReport
+from .sources import check_items
+
+__all__ = ["run_chain"]
+
+
+def run_chain(name: str, items: Any, options: RunOptions, context: AttrDict, *,
+              record: RunRecord | None = None, parent=None, triggered_by=None,
+              active: tuple[str, ...] = ()) -> RunReport:
+    """Run the pipeline ``name`` over ``items`` with its depends and triggers.
+
+    ``record``: the record the run reports to (default: a new local run whose parent
+    is ``parent`` and which ``triggered_by`` triggered). The depends run first on the
+    same items, each in its own transaction; the triggers after the run committed, on
+    its results. Returns the run's report, holding theirs.
+    """
+    if name in active:  # registered after the start-up check: never loop
+        raise PipelineCycle([*active, name])
+    active = (*active, name)
+    check_items(items, "run()'s items")
+    depends = registry.depends_of(name)
+    for dependency in depends:
+        registry.get(dependency)  # PipelineNotFound before anything runs
+    if depends and not isinstance(items, (QuerySet, Sequence)):
+        items = list(items)  # the depends and the run itself each iterate the items
+    if record is None:
+        record = LocalRecord(name, database_for(items, options.using), parent=parent,
+                             triggered_by=triggered_by)
+    run = record.run
+    try:
+        dependency_reports = [
+            run_chain(dependency, items, options, context, parent=run, active=active)
+            for dependency in depends
+        ]
+    except BaseException as exc:
+        record.rolled_back(RunReport(name, run_id=run.pk), exc)
+        raise
+    source = triggered_by.pipeline_name if triggered_by is not None else ""
+    report = Engine(name, options, context, record, triggered_by=source).run(items)
+    report.dependencies = dependency_reports
+    for target in registry.triggers_of(name):
+        report.triggered.append(run_chain(
+            target, report.results, options, context, parent=run, triggered_by=run,
+            active=active,
+        ))
+    return report

@@ -1,0 +1,103 @@
+"""Item identity: one key per item, its JSON form, and the database it belongs to.
+
+Tracking (reparse), error rows, Celery chunks and reprocessing all name items through
+this module, under one rule:
+
+* A **model item** (a saved model instance) is the content type of its *concrete*
+  model and its primary key as text. A proxy and its concrete model name the same row,
+  so they share trackers and error rows. Content types are read on the database of the
+  run.
+* Any **other item** is a JSON value, named by a hash of its canonical JSON
+  (``"v:<sha1>"``).
+
+The key text of an error row is ``"<content type id>:<pk>"`` or ``"v:<sha1>"``.
+A chunk refers to model items by model label (the class to load them as, proxies
+kept) and primary keys in JSON (:func:`pk_json`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NamedTuple
+
+from django.db import DEFAULT_DB_ALIAS, router
+from django.db.models import Model, QuerySet
+
+__all__ = [
+    "Identity", "content_type_id", "database_for", "identity", "json_value", "model_identity",
+    "pk_json", "value_key",
+]
+
+
+class Identity(NamedTuple):
+    """Who an item is: ``content_type_id`` and ``item_id`` (pk text) for model items;
+    ``content_type_id`` None and ``item_id`` None for values, named by ``key`` alone."""
+
+    content_type_id: int | None
+    item_id: str | None
+    key: str
+
+    @classmethod
+    def of_row(cls, content_type_id: int, pk: Any) -> Identity:
+        """The identity of the row ``pk`` of the model whose content type is given."""
+        item_id = str(pk)
+        return cls(content_type_id, item_id, f"{content_type_id}:{item_id}")
+
+    @property
+    def is_model(self) -> bool:
+        """Whether the item is a saved model instance."""
+        return self.content_type_id is not None
+
+
+def content_type_id(model: type[Model], using: str = DEFAULT_DB_ALIAS) -> int:
+    """The id of the content type of ``model``'s concrete model, on ``using``."""
+    from django.contrib.contenttypes.models import ContentType
+
+    return ContentType.objects.db_manager(using).get_for_model(model).pk
+
+
+def pk_json(pk: Any) -> Any:
+    """A primary key as JSON: ints and strings as they are, anything else (UUID) as text."""
+    return pk if isinstance(pk, (int, str)) and not isinstance(pk, bool) else str(pk)
+
+
+def model_identity(item: Any, using: str = DEFAULT_DB_ALIAS) -> Identity | None:
+    """The identity of a saved model instance, else None."""
+    if isinstance(item, Model) and item.pk is not None:
+        return Identity.of_row(content_type_id(type(item), using), item.pk)
+    return None
+
+
+def value_key(value: Any) -> str:
+    """The key of a non-model item: a hash of its canonical JSON (or of its repr)."""
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = repr(value)
+    return "v:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def identity(item: Any, using: str = DEFAULT_DB_ALIAS) -> Identity:
+    """The identity of any item (see the module docstring)."""
+    found = model_identity(item, using)
+    return found if found is not None else Identity(None, None, value_key(item))
+
+
+def json_value(value: Any) -> Any:
+    """``value`` after a JSON round trip, or None if it is not JSON-encodable."""
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def database_for(items: Any, using: str | None = None) -> str:
+    """The database a run over ``items`` reads and writes: ``using`` when given, else
+    the QuerySet's own (``.using()``) or the router's choice for writing its model,
+    else the default database."""
+    if using is not None:
+        return using
+    if isinstance(items, QuerySet):
+        return items._db or router.db_for_write(items.model)
+    return DEFAULT_DB_ALIAS

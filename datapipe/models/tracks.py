@@ -1,0 +1,33 @@
+"""Reparse trackers: the outputs each item produced under each pipeline."""
+
+from django.contrib.contenttypes.models import ContentType
+from django.db import models
+
+__all__ = ["PipelineTrack"]
+
+
+class PipelineTrack(models.Model):
+    """The outputs one item produced under one pipeline, for reparse.
+
+    ``outputs`` maps a model label (``app_label.model``) to the primary keys saved
+    through ``add_to_save`` while processing the item.
+    """
+
+    pipeline_name = models.CharField(max_length=200)
+    item_content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    item_id = models.CharField(max_length=255)
+    outputs = models.JSONField(default=dict)
+    triggered_by = models.CharField(max_length=200, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["pipeline_name", "item_content_type", "item_id"],
+                name="datapipe_track_unique_item",
+            )
+        ]
+        indexes = [models.Index(fields=["item_content_type", "item_id"])]
+
+    def __str__(self):
+        return f"{self.pipeline_name}: {self.item_content_type_id}/{self.item_id}"
