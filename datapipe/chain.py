@@ -22,6 +22,7 @@ from .pipe import AttrDict
 from .registry import registry
 from .report import RunReport
 from .sources import check_items
+from .transactions import serialised
 
 __all__ = ["run_chain"]
 
@@ -45,9 +46,16 @@ def run_chain(name: str, items: Any, options: RunOptions, context: AttrDict, *,
         registry.get(dependency)  # PipelineNotFound before anything runs
     if depends and not isinstance(items, (QuerySet, Sequence)):
         items = list(items)  # the depends and the run itself each iterate the items
+    using = record.using if record is not None else database_for(items, options.using)
+    with serialised(using):
+        return _run_chain(name, items, options, context, record, parent, triggered_by, active,
+                          depends, using)
+
+
+def _run_chain(name, items, options, context, record, parent, triggered_by, active, depends,
+               using) -> RunReport:
     if record is None:
-        record = LocalRecord(name, database_for(items, options.using), parent=parent,
-                             triggered_by=triggered_by)
+        record = LocalRecord(name, using, parent=parent, triggered_by=triggered_by)
     run = record.run
     try:
         dependency_reports = [

@@ -15,17 +15,28 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from django.db import connections, transaction
 
 __all__ = [
     "ItemSavepoints", "OutsideWriter", "RunTransaction", "register_on_commit", "savepoint",
+    "serialised",
 ]
 
-# Locks of pipelines on databases without advisory locks (SQLite): per process.
-_local_locks: dict[tuple[str, str], threading.RLock] = {}
+# One lock per database without advisory locks (SQLite), for the runs of this process.
+_local_locks: dict[str, threading.RLock] = {}
 _local_locks_guard = threading.Lock()
+
+
+def serialised(using: str):
+    """Where the database has no advisory locks (SQLite: one writer at a time), a lock
+    that the runs of this process on ``using`` take in turn, for a whole chain; on
+    PostgreSQL nothing (:class:`RunTransaction` locks per pipeline)."""
+    if connections[using].vendor == "postgresql":
+        return nullcontext()
+    with _local_locks_guard:
+        return _local_locks.setdefault(using, threading.RLock())
 
 
 def _advisory_key(name: str) -> int:
@@ -39,11 +50,11 @@ class RunTransaction:
 
     :meth:`checkpoint` commits the batch so far and opens the next when not atomic.
 
-    ``lock`` (a pipeline name) serialises the transactions of runs of one pipeline, so
-    that two runs started together each see the other's committed trackers and every
-    item's outputs exist once: on PostgreSQL a transaction-scoped advisory lock
+    ``lock`` (a pipeline name) serialises the transactions of runs of one pipeline on
+    PostgreSQL, so that two runs started together each see the other's committed
+    trackers and every item's outputs exist once: a transaction-scoped advisory lock
     (``shared=True`` for Celery chunks, which run side by side and take turns only with
-    local runs); elsewhere a lock of this process.
+    local runs). Elsewhere see :func:`serialised`.
     """
 
     def __init__(self, using: str, atomic: bool, lock: str | None = None, shared: bool = False):
@@ -52,7 +63,6 @@ class RunTransaction:
         self.lock = lock
         self.shared = shared
         self._block = None
-        self._local_lock = None
 
     def __enter__(self):
         self._open()
@@ -60,10 +70,7 @@ class RunTransaction:
 
     def __exit__(self, *exc_info):
         block, self._block = self._block, None
-        try:
-            return block.__exit__(*exc_info)
-        finally:
-            self._release()
+        return block.__exit__(*exc_info)
 
     def _open(self):
         self._block = transaction.atomic(using=self.using)
@@ -81,24 +88,11 @@ class RunTransaction:
             function = "pg_advisory_xact_lock_shared" if self.shared else "pg_advisory_xact_lock"
             with connection.cursor() as cursor:
                 cursor.execute(f"SELECT {function}(%s)", [_advisory_key(self.lock)])
-        elif not self.shared:
-            with _local_locks_guard:
-                lock = _local_locks.setdefault((self.using, self.lock), threading.RLock())
-            lock.acquire()
-            self._local_lock = lock
-
-    def _release(self) -> None:
-        lock, self._local_lock = self._local_lock, None
-        if lock is not None:
-            lock.release()
 
     def checkpoint(self) -> None:
         """Commit what is done so far, when the run is not one transaction."""
         if not self.atomic:
-            try:
-                self._block.__exit__(None, None, None)
-            finally:
-                self._release()
+            self._block.__exit__(None, None, None)
             self._open()
 
     @property

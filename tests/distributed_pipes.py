@@ -4,7 +4,7 @@ import os
 import signal
 import time
 
-from django.db import connection
+from django.db import connection, transaction
 
 from datapipe import Pipe, pipeline
 from tests.testapp.models import ResultItem
@@ -59,3 +59,48 @@ class Sum(Pipe):
         # unique_key: a second call for the same run would fail its insert
         ResultItem.objects.create(number=sum(totals), unique_key=f"sum-{run.pk}")
         super().finish_run(run)
+
+
+# The lifecycle of runs, locally and in chunks (tests/test_contract.py) -------------------
+
+
+@pipeline("dist.pre")
+class Pre(Pipe):
+    """A dependency of ``dist.chained``: processes the items, saves nothing."""
+
+
+@pipeline("dist.chained")
+class Chained(Flow):
+    """``flow`` with a dependency (``dist.pre``) and a trigger (``dist.post``)."""
+
+    depends = ["dist.pre"]
+
+
+@pipeline("dist.post", trigger="dist.chained")
+class Post(Pipe):
+    """Triggered by ``dist.chained`` on its results."""
+
+
+@pipeline("dist.finish_fails")
+class FinishFails(Flow):
+    """``flow`` whose ``finish_run`` raises."""
+
+    def finish_run(self, run):
+        super().finish_run(run)
+        raise RuntimeError("finish_run broke")
+
+
+@pipeline("dist.hooks")
+class Hooks(Flow):
+    """``flow``; each item first registers an ``on_commit`` callback that writes a row
+    (``ResultItem`` with ``unique_key="hook-<pk>"``, created outside any transaction)."""
+
+    def process(self):
+        pk = self.item.pk
+
+        def hook():
+            assert not connection.in_atomic_block, "on_commit callback ran inside the run"
+            ResultItem.objects.create(number=-1, unique_key=f"hook-{pk}")
+
+        transaction.on_commit(hook)
+        return super().process()

@@ -1,7 +1,9 @@
-"""Distributed runs through real Celery workers: the local contract holds in chunks.
+"""Distributed runs through real Celery workers: what is particular to chunks.
 
-Each test gets a worker of its own (``celery_worker``) consuming a fresh queue; see
-``tests/workers.py``. They skip on SQLite.
+The contract shared with local runs (flow table, reparse, error rows, lifecycle) is
+tests/test_contract.py, run both ways. Each test here gets a worker of its own
+(``celery_worker``) consuming a fresh queue; see ``tests/workers.py``. They run on
+PostgreSQL only.
 """
 
 from collections import Counter
@@ -12,7 +14,7 @@ import tests.distributed_pipes  # noqa: F401  (registers the dist.* pipelines he
 from datapipe import get_session
 from datapipe.distributed.dispatch import resend
 from datapipe.models import PipelineChunk, PipelineError, PipelineRun
-from tests.testapp.models import Derived, Note, ResultItem, SourceItem
+from tests.testapp.models import ResultItem, SourceItem
 
 WAIT = 60
 
@@ -23,55 +25,6 @@ def make_items(behaviours, number=1):
 
 def outputs_per_source():
     return Counter(ResultItem.objects.exclude(source=None).values_list("source_id", flat=True))
-
-
-# The flow-control table, locally and through Celery -----------------------------------
-
-TABLE_ITEMS = ["ok", "continue", "ignore", "error", "query", "query_ignore", "query_error",
-               "note", "ok"]
-
-
-@pytest.fixture(params=["local", pytest.param("celery", marks=pytest.mark.postgresql)])
-def run_flow(request, transactional_db):
-    """Runs ``flow`` over items locally or in Celery chunks of 2; returns the counts."""
-
-    def run(items):
-        session = get_session(progress=False)
-        if request.param == "local":
-            report = session.run(SourceItem.objects.filter(pk__in=[i.pk for i in items]), "flow")
-            return {name: getattr(report, name)
-                    for name in ("processed", "succeeded", "continued", "ignored", "errored")}
-        queue = request.getfixturevalue("celery_worker").queue
-        handle = session.run_in_celery(SourceItem.objects.filter(pk__in=[i.pk for i in items]),
-                                       "flow", celery_chunksize=2, queue=queue)
-        handle.wait(timeout=WAIT)
-        progress = handle.progress()
-        assert progress["chunks_done"] == progress["chunks_total"] == 5
-        return {name: progress[name]
-                for name in ("processed", "succeeded", "continued", "ignored", "errored")}
-
-    return run
-
-
-def test_the_flow_control_table_holds_locally_and_through_celery(run_flow):
-    items = make_items(TABLE_ITEMS)
-    by_behaviour = {item.behaviour: item for item in items}
-
-    counts = run_flow(items)
-
-    assert counts == {"processed": 9, "succeeded": 4, "continued": 1, "ignored": 2,
-                      "errored": 2}
-    kept = {"ok", "continue", "query", "note"}
-    assert outputs_per_source() == Counter(i.pk for i in items if i.behaviour in kept)
-    touched = dict(SourceItem.objects.values_list("behaviour", "touched").exclude(behaviour="ok"))
-    assert touched == {"continue": 0, "ignore": 0, "error": 0, "query": 1, "query_ignore": 0,
-                       "query_error": 0, "note": 0}
-    assert Note.objects.get().result.source == by_behaviour["note"]
-    errors = PipelineError.objects.filter(pipeline_name="flow")
-    assert sorted(errors.values_list("item_id", flat=True)) == sorted(
-        str(by_behaviour[b].pk) for b in ("error", "query_error"))
-    # the triggered pipeline ran on the kept results, chunk by chunk in Celery
-    assert Derived.objects.count() == sum(1 for item in items if item.behaviour in kept)
 
 
 def test_every_item_is_processed_exactly_once(celery_worker):
