@@ -5,7 +5,7 @@ import os
 import pytest
 from django.db import connection
 
-from datapipe import get_session, registry
+from datapipe import Pipe, get_session, pipeline, registry
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -29,6 +29,28 @@ def isolated_registry():
     """Pipelines registered in the test are forgotten after it."""
     with registry.isolated() as isolated:
         yield isolated
+
+
+@pytest.fixture
+def run_tree(isolated_registry):
+    """A local run of ``test.tree``: it depends on ``flow`` (which triggers ``flow.derived``)
+    and triggers ``test.tree.after``. Returns the root run; four runs in all."""
+    from datapipe.models import PipelineRun
+    from tests.testapp.models import SourceItem
+
+    @pipeline("test.tree")
+    class Tree(Pipe):
+        depends = ["flow"]
+
+    @pipeline("test.tree.after", trigger="test.tree")
+    class After(Pipe):
+        pass
+
+    assert registry.depends_of("test.tree") == ["flow"]
+    assert registry.triggers_of("flow") == ["flow.derived"]
+    SourceItem.objects.bulk_create([SourceItem(number=n) for n in (1, 2, 3)])
+    get_session(progress=False).run(SourceItem.objects.all(), "test.tree")
+    return PipelineRun.objects.roots().get()
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""The admin: error groups, single rows, the traceback page, actions and permissions; runs."""
+"""The admin: error groups, single rows, the traceback page, actions and permissions; runs
+and the runs they started."""
 
 import pytest
 from django.contrib.auth.models import Permission, User
@@ -12,6 +13,7 @@ from tests.testapp.models import SourceItem
 pytestmark = pytest.mark.django_db
 
 CHANGELIST = "admin:datapipe_pipelineerror_changelist"
+RUNS = "admin:datapipe_pipelinerun_changelist"
 
 
 def changelist(client, **params):
@@ -292,11 +294,78 @@ def test_the_run_list_shows_status_counts_and_progress(admin_client):
     failed_items("error", "ok", "ignore")
     run = PipelineRun.objects.get(pipeline_name="flow")
 
-    response = admin_client.get(reverse("admin:datapipe_pipelinerun_changelist"))
+    response = admin_client.get(reverse(RUNS))
 
     content = response.content.decode()
-    assert run in response.context["cl"].result_list
-    assert '<progress value="1" max="1"></progress> 1/1 chunks' in content
+    assert list(response.context["cl"].result_list) == [run]  # not its trigger
+    assert '<progress value="1.000" max="1"></progress> 100%' in content
+    assert "chunks" not in content.split('class="field-progress"')[1].split("</td>")[0]
+
+
+def test_a_run_with_depends_and_triggers_is_one_row_of_the_run_list(admin_client, run_tree):
+    response = admin_client.get(reverse(RUNS))
+
+    assert list(response.context["cl"].result_list) == [run_tree]
+    children = f"?runs=all&amp;parent={run_tree.pk}"
+    assert f'<a href="{reverse(RUNS)}{children}">2</a>' in response.content.decode()
+
+
+def test_all_runs_lists_the_runs_that_other_runs_started(admin_client, run_tree):
+    response = admin_client.get(reverse(RUNS), {"runs": "all"})
+
+    listed = sorted(run.pipeline_name for run in response.context["cl"].result_list)
+    assert listed == ["flow", "flow.derived", "test.tree", "test.tree.after"]
+    children = admin_client.get(reverse(RUNS), {"runs": "all", "parent": run_tree.pk})
+    assert sorted(run.pipeline_name for run in children.context["cl"].result_list) == [
+        "flow", "test.tree.after"]
+
+
+def test_the_run_page_lists_its_child_runs_nested_with_links(admin_client, run_tree):
+    flow = run_tree.children.get(pipeline_name="flow")
+    derived = flow.children.get()
+    after = run_tree.children.get(pipeline_name="test.tree.after")
+
+    response = admin_client.get(reverse("admin:datapipe_pipelinerun_change", args=[run_tree.pk]))
+
+    content = response.content.decode()
+    table = content[content.index('<table class="datapipe-children">'):]
+    table = table[:table.index("</table>")]
+    rows = table.split("<tr>")[2:]  # after the header
+    assert [row.split("</td>")[0] for row in rows] == [
+        '<td style="padding-left:0.5em">flow',
+        '<td style="padding-left:2.0em">flow.derived',  # indented below flow
+        '<td style="padding-left:0.5em">test.tree.after',
+    ]
+    for child in (flow, derived, after):
+        url = reverse("admin:datapipe_pipelinerun_change", args=[child.pk])
+        assert f'<a href="{url}">#{child.pk}</a>' in table
+    assert "<td>3</td>" in rows[0] and "<td>done</td>" in rows[0]
+    assert "<td>no</td>" in rows[0]  # a dependency
+    assert f">#{flow.pk}</a>" in rows[1].split("<td>yes, by")[1]  # flow's trigger
+    assert f">#{run_tree.pk}</a>" in rows[2].split("<td>yes, by")[1]
+
+
+def test_the_page_of_a_child_run_links_to_its_parent(admin_client, run_tree):
+    after = run_tree.children.get(pipeline_name="test.tree.after")
+
+    response = admin_client.get(reverse("admin:datapipe_pipelinerun_change", args=[after.pk]))
+
+    url = reverse("admin:datapipe_pipelinerun_change", args=[run_tree.pk])
+    content = response.content.decode()
+    assert content.count(f'<a href="{url}">') == 2  # parent run and triggered by
+
+
+def test_a_running_local_run_shows_its_counts_so_far_rather_than_chunks(admin_client):
+    run = PipelineRun.start("flow", "default")
+    PipelineRun.objects.filter(pk=run.pk).update(processed=7, errored=1)
+
+    response = admin_client.get(reverse(RUNS))
+    page = admin_client.get(reverse("admin:datapipe_pipelinerun_change", args=[run.pk]))
+
+    assert "7 processed, 1 errored so far" in response.content.decode()
+    assert "<progress" not in response.content.decode()
+    assert "7 processed, 1 errored so far" in page.content.decode()
+    assert 'http-equiv="refresh"' in page.content.decode()
 
 
 def test_the_run_page_shows_its_counts_and_links_to_its_errors(admin_client):
@@ -359,3 +428,24 @@ def test_reprocessing_in_celery_from_the_admin_resolves_rows_on_the_workers(
     assert not open_rows().exists()
     page = admin_client.get(reverse("admin:datapipe_pipelinerun_change", args=[run.pk]))
     assert "<th>chunk</th>" in page.content.decode()
+
+
+def test_a_distributed_run_is_one_row_and_lists_the_runs_its_chunks_started(
+    admin_client, celery_worker
+):
+    SourceItem.objects.bulk_create([SourceItem(number=n) for n in range(4)])
+    handle = get_session(progress=False).run_in_celery(
+        SourceItem.objects.all(), "flow", celery_chunksize=2, queue=celery_worker.queue)
+    handle.wait(timeout=60)
+    run = PipelineRun.objects.get(pk=handle.id)
+
+    listed = admin_client.get(reverse(RUNS))
+    page = admin_client.get(reverse("admin:datapipe_pipelinerun_change", args=[run.pk]))
+
+    assert list(listed.context["cl"].result_list) == [run]
+    assert '<progress value="1.000" max="1"></progress> 100% (2/2 chunks)' in (
+        listed.content.decode())
+    content = page.content.decode()
+    url = reverse("admin:datapipe_pipelinerun_change", args=[run.pk])
+    assert content.count('<td style="padding-left:0.5em">flow.derived</td>') == 2  # one a chunk
+    assert content.count(f'yes, by <a href="{url}">') == 2

@@ -78,8 +78,62 @@ def test_status_prints_a_run_record():
     out = datapipe("status", str(run.pk))
 
     assert "status       done" in out
-    assert "chunks       1/1 done" in out
+    assert "chunks" not in out  # a local run has none to count
     assert "errored      1" in out and "error rows   1" in out
+    assert "child runs   1 done" in out
+
+
+def test_status_prints_the_child_runs_as_a_tree(run_tree):
+    flow = run_tree.children.get(pipeline_name="flow")
+    derived = flow.children.get()
+    after = run_tree.children.get(pipeline_name="test.tree.after")
+
+    out = datapipe("status", str(run_tree.pk))
+
+    assert out.split("\nchild runs:\n")[1].splitlines() == [
+        f"  flow (run {flow.pk}): done, 3 processed, 0 errored",
+        f"    flow.derived (run {derived.pk}): done, 3 processed, 0 errored, "
+        f"triggered by run {flow.pk}",
+        f"  test.tree.after (run {after.pk}): done, 3 processed, 0 errored, "
+        f"triggered by run {run_tree.pk}",
+    ]
+    assert "child runs   2 done" in out
+
+
+def test_status_of_a_child_run_names_its_parent(run_tree):
+    after = run_tree.children.get(pipeline_name="test.tree.after")
+
+    out = datapipe("status", str(after.pk))
+
+    assert f"parent run    {run_tree.pk}" in out and f"triggered by  {run_tree.pk}" in out
+    assert "child runs    none" in out
+
+
+def test_status_lists_fifty_children_of_a_run_and_five_levels_and_counts_the_rest():
+    root = PipelineRun.start("flow", "default")
+    run = PipelineRun.start("flow.derived", "default", parent=root)
+    for _ in range(6):  # a chain below the first child: levels 2 to 7
+        run = PipelineRun.start("flow.derived", "default", parent=run)
+    for _ in range(52):
+        PipelineRun.start("flow.derived", "default", parent=root)
+
+    lines = datapipe("status", str(root.pk)).split("\nchild runs:\n")[1].splitlines()
+
+    assert len([line for line in lines if line.startswith("  flow.derived")]) == 50
+    assert lines[-1] == "  ... and 3 more"
+    chain = [line for line in lines if line.startswith("   ")]
+    assert [len(line) - len(line.lstrip()) for line in chain] == [4, 6, 8, 10, 12]
+    assert chain[-1] == "            ... and 1 more"  # the runs below the fifth level
+
+
+def test_status_of_a_running_local_run_shows_its_counts_so_far():
+    run = PipelineRun.start("flow", "default")
+    PipelineRun.objects.filter(pk=run.pk).update(processed=7)
+
+    out = datapipe("status", str(run.pk))
+
+    assert "status       running" in out and "processed    7" in out
+    assert "(running)" in out and "finished     -" in out
 
 
 # errors and reprocess --------------------------------------------------------------------------
@@ -149,7 +203,8 @@ def test_run_in_celery_waits_with_progress_and_prints_the_counts(celery_worker):
     assert f"Run {run.pk} of 'flow' sent to Celery" in out
     assert f"Run {run.pk} done: 6 processed, 5 succeeded, 0 continued, 0 ignored, 1 errored" in out
     status = datapipe("status", str(run.pk))
-    assert "chunks       3/3 done" in status and "3 done" in status
+    assert "chunks       3/3 done (100%)" in status and "chunks: 3 done" in status
+    assert f"flow.derived (run {run.children.first().pk}): done" in status  # run in a chunk
 
 
 def test_reprocess_in_celery_resolves_rows_on_the_workers(celery_worker):

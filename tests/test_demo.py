@@ -103,7 +103,7 @@ client = Client()
 client.force_login(User.objects.create_superuser("admin", "admin@example.com", "x"))
 for url, text in [
     ("/admin/datapipe/pipelineerror/", "KeyError"),
-    ("/admin/datapipe/pipelinerun/", "airports.by_state"),
+    ("/admin/datapipe/pipelinerun/?runs=all", "airports.by_state"),
     ("/admin/airports/airport/?q=Hilton+Head", "HHH"),
     ("/admin/airports/statesummary/", "Alaska"),
 ]:

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from ..report import COUNTS
 
-__all__ = ["PipelineChunk", "PipelineRun"]
+__all__ = ["PipelineChunk", "PipelineRun", "by_status"]
 
 
 class RunQuerySet(models.QuerySet):
@@ -168,6 +168,42 @@ class PipelineRun(models.Model):
             "fraction": (self.chunks_done / total if total else 1.0) if self.distributed
             else (1.0 if self.status != self.Status.RUNNING else None),
         }
+
+    def tree(self, depth: int = 5, per_run: int = 50, lines: int = 500):
+        """The runs this run started, depth first: ``(level, child, None)`` for a listed
+        run (level 0: this run's children), ``(level, None, n)`` for ``n`` runs left out.
+
+        Goes ``depth`` levels down, lists ``per_run`` children of a run and ``lines`` runs
+        in all; the admin's run page and ``datapipe status`` show it.
+        """
+        budget = [lines]
+
+        def walk(parent, level):
+            children = parent.children.order_by("started_at", "pk")
+            limit = max(min(per_run, budget[0]), 0)
+            fetched = list(children[:limit]) if limit else []
+            listed = 0
+            for child in fetched:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+                listed += 1
+                yield level, child, None
+                if level + 1 < depth:
+                    yield from walk(child, level + 1)
+                elif hidden := child.children.count():
+                    yield level + 1, None, hidden
+            if listed == limit or listed < len(fetched):
+                more = children.count() - listed
+                if more > 0:
+                    yield level, None, more
+
+        return walk(self, 0)
+
+
+def by_status(counts: dict) -> str:
+    """``{"done": 3, "failed": 1}`` as ``"3 done, 1 failed"``."""
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 def _count(counts, name: str):

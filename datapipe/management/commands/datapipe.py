@@ -18,17 +18,24 @@ import time
 from django.apps import apps
 from django.core.exceptions import FieldError, ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db.models import Count
 
 from datapipe import get_session, registry
 from datapipe.errors.groups import group_rows
 from datapipe.errors.reprocess import reprocess
 from datapipe.exceptions import DatapipeError
 from datapipe.models import PipelineError, PipelineRun
+from datapipe.models.runs import by_status
 from datapipe.report import COUNTS
 
 #: Seconds between two progress polls of ``run --celery --wait``.
 POLL_SECONDS = 0.5
+
+#: ``status``: how many levels of child runs are printed,
+TREE_DEPTH = 5
+#: how many children of one run (the others are counted),
+CHILDREN_PER_RUN = 50
+#: and how many lines of child runs in all.
+TREE_LINES = 500
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -62,7 +69,7 @@ class Command(BaseCommand):
         run.add_argument("--wait", action="store_true",
                          help="With --celery: show progress until the run is done.")
 
-        status = sub.add_parser("status", help="A run record, and its chunks.")
+        status = sub.add_parser("status", help="A run record, its chunks and its child runs.")
         status.add_argument("run_id", type=int)
 
         resend = sub.add_parser("resend", help="Send a run's failed and lost chunks again.")
@@ -176,35 +183,56 @@ class Command(BaseCommand):
 
     def handle_status(self, run_id, **options):
         run = self.run_record(run_id)
-        elapsed = (f"{run.elapsed:.1f}s" if run.elapsed is not None else "running")
+        progress = run.progress()
+        elapsed = f"{progress['elapsed']:.1f}s" + ("" if progress["finished"] else " (running)")
         fields = [
-            ("run", run.pk), ("pipeline", run.pipeline_name), ("status", run.status),
-            ("distributed", "yes" if run.distributed else "no"),
-            ("chunks", f"{run.chunks_done}/{run.chunks_total} done"),
-            *((name, getattr(run, name)) for name in COUNTS),
-            ("broke", "yes" if run.broke else "no"),
+            ("run", run.pk), ("pipeline", progress["pipeline"]), ("status", progress["status"]),
+            ("distributed", "yes" if progress["distributed"] else "no"),
+        ]
+        if run.parent_id is not None:
+            fields.append(("parent run", run.parent_id))
+        if run.triggered_by_id is not None:
+            fields.append(("triggered by", run.triggered_by_id))
+        if progress["distributed"]:
+            fields.append(("chunks", f"{progress['chunks_done']}/{progress['chunks_total']} "
+                                     f"done ({progress['fraction']:.0%})"))
+        fields += [
+            *((name, progress[name]) for name in COUNTS),
+            ("broke", "yes" if progress["broke"] else "no"),
             ("started", f"{run.started_at:%Y-%m-%d %H:%M:%S}"),
             ("finished", f"{run.finished_at:%Y-%m-%d %H:%M:%S}" if run.finished_at else "-"),
             ("elapsed", elapsed),
             ("error rows", PipelineError.objects.filter(run=run).count()),
+            ("child runs", by_status(progress["children"]) or "none"),
         ]
-        if run.message:
-            fields.append(("message", run.message))
+        if progress["message"]:
+            fields.append(("message", progress["message"]))
         width = max(len(name) for name, _ in fields)
         for name, value in fields:
             self.say(f"{name.ljust(width)}  {value}")
-        chunks = getattr(run, "chunks", None)
-        if chunks is not None and chunks.exists():
-            self.print_chunks(chunks)
+        if progress["chunks"]:
+            self.print_chunks(run, progress["chunks"])
+        if progress["children"]:
+            self.say("\nchild runs:")
+            self.print_children(run)
 
-    def print_chunks(self, chunks) -> None:
-        by_status = dict(chunks.values_list("status").annotate(n=Count("pk")).order_by())
-        counts = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
-        self.say(f"\nchunks: {counts}")
-        unfinished = chunks.exclude(status="done").order_by("index")[:50]
+    def print_chunks(self, run, chunks: dict) -> None:
+        self.say(f"\nchunks: {by_status(chunks)}")
+        unfinished = run.chunks.exclude(status="done").order_by("index")[:50]
         rows = [[c.index, c.status, c.processed, c.succeeded, c.errored] for c in unfinished]
         if rows:
             self.say(table(["chunk", "status", "processed", "succeeded", "errored"], rows))
+
+    def print_children(self, run) -> None:
+        """The runs ``run`` started as an indented tree."""
+        for level, child, more in run.tree(TREE_DEPTH, CHILDREN_PER_RUN, TREE_LINES):
+            indent = "  " * (level + 1)
+            if child is None:
+                self.say(f"{indent}... and {more} more")
+                continue
+            how = f", triggered by run {child.triggered_by_id}" if child.triggered_by_id else ""
+            self.say(f"{indent}{child.pipeline_name} (run {child.pk}): {child.status}, "
+                     f"{child.processed} processed, {child.errored} errored{how}")
 
     def handle_resend(self, run_id, stale_after, queue, **options):
         self.run_record(run_id)

@@ -1,4 +1,4 @@
-"""The admin: collected errors by group, with their traceback and actions; run records.
+"""The admin of collected errors: groups, single rows, the traceback page, and actions.
 
 Error rows are read-only. Reprocessing and marking rows resolved need the permission
 ``datapipe.reprocess_pipelineerror`` ("Can reprocess pipeline errors").
@@ -14,46 +14,25 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import ShowFacets
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
-from django.db.models import Q
-from django.http import Http404, HttpResponse
 from django.template.defaultfilters import truncatechars
-from django.urls import NoReverseMatch, path, reverse
+from django.urls import NoReverseMatch, reverse
 from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from django.views.decorators.clickjacking import xframe_options_sameorigin
 
-from .errors.groups import group_rows, rows_of_groups
-from .errors.reprocess import reprocess
-from .exceptions import DatapipeError
-from .models import PipelineError, PipelineRun
+from ..errors.groups import group_rows, rows_of_groups
+from ..errors.reprocess import reprocess
+from ..exceptions import DatapipeError
+from ..models import PipelineError
+from .filters import ChoiceFilter
+from .traceback import TracebackPageMixin
+
+__all__ = ["PipelineErrorAdmin"]
 
 REPROCESS_PERMISSION = "datapipe.reprocess_pipelineerror"
 
-#: Sent with a stored traceback page: no script, no request, no form, its own origin.
-TRACEBACK_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; sandbox"
-
 
 # Filters ------------------------------------------------------------------------------------
-
-
-class ChoiceFilter(admin.SimpleListFilter):
-    """A filter whose first choice (no parameter) is a named default, not "All"."""
-
-    default_label = ""
-
-    def choices(self, changelist):
-        yield {
-            "selected": self.value() is None,
-            "query_string": changelist.get_query_string(remove=[self.parameter_name]),
-            "display": self.default_label,
-        }
-        for value, label in self.lookup_choices:
-            yield {
-                "selected": self.value() == value,
-                "query_string": changelist.get_query_string({self.parameter_name: value}),
-                "display": label,
-            }
 
 
 class ShowFilter(ChoiceFilter):
@@ -102,8 +81,7 @@ class ErrorChangeList(ChangeList):
 # Errors -------------------------------------------------------------------------------------
 
 
-@admin.register(PipelineError)
-class PipelineErrorAdmin(admin.ModelAdmin):
+class PipelineErrorAdmin(TracebackPageMixin, admin.ModelAdmin):
     """Collected errors: groups, rows, the rendered traceback, and what to do with them."""
 
     list_filter = [ShowFilter, StatusFilter, "pipeline_name", "error_type"]
@@ -272,42 +250,6 @@ class PipelineErrorAdmin(admin.ModelAdmin):
             "<th>function</th><th>code</th></tr></thead><tbody>{}</tbody></table>", body
         )
 
-    def traceback(self, row):
-        """The stored traceback page of ``row`` in a sandboxed frame, with a link to it."""
-        page = page_row(row)
-        if page is None:
-            return "No rendered traceback stored for this failure."
-        url = reverse(f"{self.admin_site.name}:datapipe_pipelineerror_traceback", args=[row.pk])
-        note = "" if page.pk == row.pk else f" (rendered for row {page.pk} of this failure)"
-        return format_html(
-            '<iframe sandbox src="{}" title="traceback" class="datapipe-traceback" '
-            'style="width:100%;height:75vh;border:1px solid #ccc"></iframe>'
-            '<p><a href="{}" target="_blank" rel="noopener">Open the traceback page</a>{}</p>',
-            url, url, note,
-        )
-
-    def get_urls(self):
-        view = self.admin_site.admin_view(self.traceback_view)
-        return [
-            path("<path:object_id>/traceback/", view, name="datapipe_pipelineerror_traceback"),
-            *super().get_urls(),
-        ]
-
-    @xframe_options_sameorigin
-    def traceback_view(self, request, object_id):
-        """The stored technical 500 page of a row, sandboxed by its CSP."""
-        row = self.get_object(request, object_id)
-        if row is None or not self.has_view_permission(request, row):
-            raise Http404("No such error row")
-        page = page_row(row)
-        if page is None:
-            raise Http404("No rendered traceback stored for this failure")
-        response = HttpResponse(page.traceback_html, content_type="text/html; charset=utf-8")
-        response["Content-Security-Policy"] = TRACEBACK_CSP
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Referrer-Policy"] = "no-referrer"
-        return response
-
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
         if obj is not None:
@@ -339,7 +281,7 @@ class PipelineErrorAdmin(admin.ModelAdmin):
         self._reprocess(request, queryset, in_celery=True)
 
     def _reprocess(self, request, queryset, in_celery):
-        from .session import get_session
+        from ..session import get_session
 
         rows = self.open_rows_of(request, queryset)
         try:
@@ -364,94 +306,3 @@ class PipelineErrorAdmin(admin.ModelAdmin):
 
 def _when(moment) -> str:
     return formats.localize(timezone.localtime(moment)) if moment else "-"
-
-
-def page_row(row) -> PipelineError | None:
-    """The row whose stored page shows ``row``'s failure: itself, else its group's latest."""
-    if row.traceback_html:
-        return row
-    return (
-        PipelineError.objects.using(row._state.db)
-        .filter(pipeline_name=row.pipeline_name, signature=row.signature)
-        .exclude(Q(traceback_html="") | Q(traceback_html__isnull=True))
-        .order_by("-last_seen", "-pk")
-        .first()
-    )
-
-
-# Runs ---------------------------------------------------------------------------------------
-
-
-@admin.register(PipelineRun)
-class PipelineRunAdmin(admin.ModelAdmin):
-    """Run records, read-only: status, counts, timings and progress."""
-
-    list_display = ["__str__", "pipeline_name", "status", "distributed", "progress",
-                    "processed", "succeeded", "continued", "ignored", "errored",
-                    "started_at", "elapsed_seconds"]
-    list_filter = ["status", "distributed", "pipeline_name"]
-    search_fields = ["pipeline_name", "=id"]
-    change_form_template = "datapipe/admin/pipelinerun_change_form.html"
-    #: Seconds between reloads of the page of a running run (its live progress).
-    refresh_seconds = 5
-    readonly_fields = ["progress", "elapsed_seconds", "errors_link", "chunks_table"]
-    fields = [
-        "pipeline_name", "status", "distributed", "triggered_by", "progress",
-        ("processed", "succeeded", "continued", "ignored", "errored", "broke"),
-        "message", "started_at", "finished_at", "elapsed_seconds", "errors_link", "chunks_table",
-    ]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def render_change_form(self, request, context, add=False, change=False, form_url="",
-                           obj=None):
-        if obj is not None and obj.status == obj.Status.RUNNING:
-            context["refresh_seconds"] = self.refresh_seconds
-        return super().render_change_form(request, context, add, change, form_url, obj)
-
-    @admin.display(description="progress")
-    def progress(self, run):
-        total = max(run.chunks_total, 1)
-        return format_html(
-            '<progress value="{}" max="{}"></progress> {}/{} chunks',
-            run.chunks_done, total, run.chunks_done, run.chunks_total,
-        )
-
-    @admin.display(description="elapsed (s)")
-    def elapsed_seconds(self, run):
-        if run.finished_at is None:
-            return f"{(timezone.now() - run.started_at).total_seconds():.1f} (running)"
-        return f"{run.elapsed:.1f}"
-
-    @admin.display(description="errors")
-    def errors_link(self, run):
-        url = reverse(f"{self.admin_site.name}:datapipe_pipelineerror_changelist")
-        query = urlencode({"show": "rows", "status": "all", "run": run.pk})
-        count = PipelineError.objects.using(run._state.db).filter(run=run).count()
-        return format_html('<a href="{}?{}">{} error rows</a>', url, query, count)
-
-    @admin.display(description="chunks")
-    def chunks_table(self, run):
-        chunks = getattr(run, "chunks", None)
-        if chunks is None:
-            return "-"
-        rows = [
-            (chunk.index, chunk.status, chunk.processed, chunk.succeeded, chunk.continued,
-             chunk.ignored, chunk.errored)
-            for chunk in chunks.order_by("index")[:1000]
-        ]
-        if not rows:
-            return "-"
-        return format_html(
-            "<table><thead><tr><th>chunk</th><th>status</th><th>processed</th>"
-            "<th>succeeded</th><th>continued</th><th>ignored</th><th>errored</th></tr></thead>"
-            "<tbody>{}</tbody></table>",
-            format_html_join("", "<tr>" + "<td>{}</td>" * 7 + "</tr>", rows),
-        )
