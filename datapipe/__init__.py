@@ -5,7 +5,9 @@ Importing this package imports no models, so it works before the app registry is
 
 from .errors.reprocess import reprocess
 from .exceptions import (
+    ConnectionClosed,
     DatapipeError,
+    DispatchFailed,
     InvalidItems,
     InvalidOutput,
     ItemNotSerializable,
@@ -41,4 +43,6 @@ __all__ = [
     "InvalidItems",
     "InvalidOutput",
     "ItemNotSerializable",
+    "ConnectionClosed",
+    "DispatchFailed",
 ]

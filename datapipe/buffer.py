@@ -5,7 +5,10 @@ flush inserts every pending record's objects with one ``bulk_create`` per model 
 the order models first appeared, so an object may point to a buffered object of an
 earlier model). When the insert fails, the batch is split in halves, each retried in
 its own savepoint, down to the items whose objects cannot be inserted: those items
-fail alone (their outputs dropped), the others are saved.
+fail alone (their outputs dropped), the others are saved. Any exception counts, not
+only database errors: a field value that does not convert (``ValueError``), a foreign
+key to an unsaved object (``ValueError``), a wrong type (``TypeError``) are the item's
+as much as a constraint the database enforces.
 
 Limit: an item failing at the flush has already finished ``process()``; queries it ran
 itself (``direct=True`` saves included) are kept. Its buffered outputs are not.
@@ -15,8 +18,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from django.db import DatabaseError
 
 from .bulk import insert_objects
 from .transactions import savepoint
@@ -104,7 +105,7 @@ class SaveBuffer:
             with savepoint(self.using):
                 before(records)
                 self._bulk_create(records)
-        except DatabaseError as exc:
+        except Exception as exc:  # whatever an object's insert raises is its item's
             for obj, state in snapshot:  # undo pks and foreign keys set by the failed insert
                 obj.__dict__.clear()
                 obj.__dict__.update(state)

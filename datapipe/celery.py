@@ -7,6 +7,9 @@ Call :func:`configure` in the module that creates the app::
     datapipe.celery.configure(app)
     app.autodiscover_tasks()
 
+It also puts the sweep (:mod:`datapipe.distributed.sweep`) in the beat schedule: run
+``celery beat`` (or a worker with ``-B``) so that runs heal by themselves.
+
 Celery's Django fix-up closes every database connection before and after every task,
 so each chunk pays a new connection (and PostgreSQL a new backend process): measured
 at 15-25% of a distributed run of small chunks. :func:`configure` keeps connections
@@ -20,15 +23,29 @@ from celery import signals
 from celery.fixups.django import DjangoFixup
 from django.db import connections
 
-__all__ = ["configure", "keep_database_connections", "close_broken_connections"]
+__all__ = ["close_broken_connections", "configure", "keep_database_connections",
+           "schedule_sweep"]
 
 
-def configure(app) -> None:
-    """Make ``app``'s workers fit for datapipe: JSON accepted, connections kept."""
+def configure(app, sweep_queue: str | None = None) -> None:
+    """Make ``app``'s workers fit for datapipe: JSON accepted, connections kept, and the
+    sweep (task ``datapipe.sweep``) in the beat schedule every ``DATAPIPE["SWEEP_EVERY"]``
+    seconds, sent to ``sweep_queue`` (default: Celery's default queue)."""
     accepted = list(app.conf.accept_content or [])
     if "json" not in accepted:
         app.conf.accept_content = [*accepted, "json"]
     keep_database_connections(app)
+    schedule_sweep(app, sweep_queue)
+
+
+def schedule_sweep(app, queue: str | None = None) -> None:
+    """Put ``datapipe.sweep`` in ``app.conf.beat_schedule`` as ``datapipe:sweep``."""
+    from . import conf
+
+    entry = {"task": "datapipe.sweep", "schedule": float(conf.get("SWEEP_EVERY"))}
+    if queue:
+        entry["options"] = {"queue": queue}
+    app.conf.beat_schedule = {**(app.conf.beat_schedule or {}), "datapipe:sweep": entry}
 
 
 def keep_database_connections(app) -> None:

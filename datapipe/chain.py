@@ -24,7 +24,7 @@ from .report import RunReport
 from .sources import check_items
 from .transactions import serialised
 
-__all__ = ["run_chain"]
+__all__ = ["run_chain", "run_triggers"]
 
 
 def run_chain(name: str, items: Any, options: RunOptions, context: AttrDict, *,
@@ -68,9 +68,22 @@ def _run_chain(name, items, options, context, record, parent, triggered_by, acti
     source = triggered_by.pipeline_name if triggered_by is not None else ""
     report = Engine(name, options, context, record, triggered_by=source).run(items)
     report.dependencies = dependency_reports
-    for target in registry.triggers_of(name):
-        report.triggered.append(run_chain(
-            target, report.results, options, context, parent=run, triggered_by=run,
-            active=active,
-        ))
+    if record.runs_triggers:
+        report.triggered = run_triggers(name, report.results, options, context, run, active)
     return report
+
+
+def run_triggers(name: str, results: list, options: RunOptions, context: AttrDict, run,
+                 active: tuple[str, ...] = ()) -> list[RunReport]:
+    """Run the pipelines that ``name`` triggers on ``results``, the results of ``run``.
+
+    Called by :func:`run_chain` after the run committed, and by a Celery worker for a
+    chunk whose work committed before its triggers ran (its worker died, or lost its
+    database connection).
+    """
+    active = active or (name,)
+    return [
+        run_chain(target, results, options, context, parent=run, triggered_by=run,
+                  active=active)
+        for target in registry.triggers_of(name)
+    ]

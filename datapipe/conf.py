@@ -18,6 +18,15 @@ DEFAULTS = {
     # Rendered traceback pages stored per failure signature and run; later rows of the
     # same signature keep their frames but point at the group's page.
     "TRACEBACK_PAGES_PER_SIGNATURE": 10,
+    # Characters of an exception's message stored on its error row (and shown in its
+    # page); a longer message is cut, with a note of its length.
+    "ERROR_MESSAGE_MAX": 10_000,
+    # Characters of an exception's args stored on its error row, as JSON; longer args
+    # are cut: a single string argument itself, others as one string of their JSON.
+    "ERROR_ARGS_MAX": 10_000,
+    # Characters of a stored traceback page; a longer page is cut, with a note. A page
+    # of a few frames takes 15-40 kB, each further frame about 2 kB and its locals.
+    "TRACEBACK_PAGE_MAX": 300_000,
     # Code revision stored on error rows; None reads ``git rev-parse HEAD`` once.
     "REVISION": None,
     # Folder that error frames are made relative to; None uses settings.BASE_DIR or cwd.
@@ -27,6 +36,13 @@ DEFAULTS = {
     # Celery: deliveries of a chunk that never finished (its worker died) tolerated
     # before its items are recorded as errors instead of being delivered again.
     "CELERY_MAX_REDELIVERIES": 3,
+    # Seconds without a chunk sent, finished or a heartbeat of its worker after which a
+    # running distributed run is stale: the sweep sends its lost chunks again, and
+    # claims again a finish_run whose worker died. Workers beat every fifth of it.
+    "STALE_AFTER": 300,
+    # Seconds between two sweeps (task datapipe.sweep) in the beat schedule that
+    # datapipe.celery.configure(app) sets up.
+    "SWEEP_EVERY": 60,
 }
 
 

@@ -17,9 +17,17 @@ from django.db.models import QuerySet
 from . import signals
 from .buffer import ItemRecord, SaveBuffer
 from .errors.store import ErrorCollector, ErrorResolver
-from .exceptions import InvalidItems, PipeBreak, PipeContinue, PipeError, PipeIgnore
+from .errors.text import readable
+from .exceptions import (
+    ConnectionClosed,
+    InvalidItems,
+    PipeBreak,
+    PipeContinue,
+    PipeError,
+    PipeIgnore,
+)
 from .identity import model_identity
-from .lifecycle import RunRecord
+from .lifecycle import RunRecord, describe
 from .options import RunOptions
 from .pipe import AttrDict, PipeState
 from .registry import registry
@@ -71,6 +79,8 @@ class Engine:
                 self._run(items)
                 record.committing(report, self.context, self.errors)
         except BaseException as exc:
+            if isinstance(exc, ConnectionClosed):
+                self._closed_connection(exc)
             self._ended(started)
             self._save_errors()
             record.rolled_back(report, exc)
@@ -96,7 +106,7 @@ class Engine:
             self.errors.save(self.record.run)
         except Exception as exc:
             logger.exception("Could not write the error rows of run %s", self.record.run.pk)
-            self.report.message = f"error rows not written: {type(exc).__name__}: {exc}"
+            self.report.message = f"error rows not written: {describe(exc)}"
 
     def _run(self, items) -> None:
         pipe = self.cls(state=self.state)
@@ -133,7 +143,9 @@ class Engine:
         report.processed += 1
         savepoints.begin()
         try:
-            result = self.cls(item, state=self.state).process()
+            result = self._call_process(item, savepoints)
+        except ConnectionClosed:
+            raise  # the transaction is gone with the connection: nothing to roll back
         except PipeContinue as flow:
             record.on_commit = savepoints.commit()
             result = item if flow.value is PipeContinue._unset else flow.value
@@ -164,6 +176,29 @@ class Engine:
         record.result = result
         self.buffer.keep(record)
         return True
+
+    def _call_process(self, item, savepoints: ItemSavepoints):
+        """``process()`` on ``item``; :class:`ConnectionClosed` instead of whatever it
+        returned or raised when it closed the database connection, so that the later
+        items do not fail in its place."""
+        try:
+            return self.cls(item, state=self.state).process()
+        finally:
+            if savepoints.connection_closed:
+                shown = readable(lambda: repr(item), "repr")[:200]
+                raise ConnectionClosed(item, (
+                    f"{shown} closed the database connection inside the run's transaction "
+                    "(connection.close() in process()?): the run's work since its last "
+                    "commit is lost, and the run stops here."
+                ))
+
+    def _closed_connection(self, exc: ConnectionClosed) -> None:
+        """Collect the item that closed the connection, now that the transaction is over
+        (inside the caller's ``atomic()`` no query can run: it is logged only)."""
+        try:
+            self._failed(exc.item, exc)
+        except Exception:
+            logger.exception("Run %s: could not collect %s", self.record.run.pk, exc)
 
     def _roll_back(self, record: ItemRecord, savepoints: ItemSavepoints) -> None:
         savepoints.rollback()
@@ -211,8 +246,7 @@ class Engine:
         committing = not self.options.atomic
         self.record.progressed(self.report, committing)
         if committing:
-            self.tx.checkpoint()
-            self.errors.save(self.record.run)
+            self.tx.checkpoint(between=lambda: self.errors.save(self.record.run))
 
     def _progress(self, iterator, items):
         if not self.options.progress:

@@ -90,4 +90,34 @@ class InvalidOutput(DatapipeError, TypeError):
 
 
 class ItemNotSerializable(DatapipeError, TypeError):
-    """An item cannot be sent to Celery: it is neither a saved model instance nor JSON."""
+    """An item cannot be sent to Celery: it is neither a saved model instance nor a value
+    that comes back equal from JSON (NaN, Infinity, tuples, non-string keys, NUL, lone
+    surrogates)."""
+
+
+class ConnectionClosed(DatapipeError):
+    """A pipe closed the database connection inside the run's transaction.
+
+    The transaction is lost with the connection: the item that closed it is collected
+    as an error (``item``), no later item runs, and the run fails with this error.
+    """
+
+    def __init__(self, item, message: str):
+        self.item = item
+        super().__init__(message)
+
+
+class DispatchFailed(DatapipeError):
+    """The chunks of a distributed run could not be sent to the broker.
+
+    ``run_id`` names the run: it is marked failed, and ``resend`` sends its chunks once
+    the broker is back.
+    """
+
+    def __init__(self, run_id: int, message: str):
+        self.run_id = run_id
+        super().__init__(message)
+
+
+class NothingToResend(DatapipeError):
+    """``resend`` was given a run that has no chunk to send: unknown, local, or finished."""

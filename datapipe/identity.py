@@ -73,8 +73,11 @@ def value_key(value: Any) -> str:
     """The key of a non-model item: a hash of its canonical JSON (or of its repr)."""
     try:
         text = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    except (TypeError, ValueError):
-        text = repr(value)
+    except Exception:
+        try:
+            text = repr(value)
+        except Exception:  # a __repr__ that raises: this object alone
+            text = f"<{type(value).__qualname__} at {id(value):#x}>"
     return "v:" + hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -88,7 +91,7 @@ def json_value(value: Any) -> Any:
     """``value`` after a JSON round trip, or None if it is not JSON-encodable."""
     try:
         return json.loads(json.dumps(value))
-    except (TypeError, ValueError):
+    except Exception:  # not JSON, nested too deeply, or its own code raises
         return None
 
 

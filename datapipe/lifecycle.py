@@ -15,10 +15,11 @@ import logging
 
 from django.db import connections
 
+from .errors.capture import message_of
 from .report import COUNTS
 from .transactions import OutsideWriter
 
-__all__ = ["LocalRecord", "RunRecord"]
+__all__ = ["LocalRecord", "RunRecord", "describe"]
 
 logger = logging.getLogger("datapipe")
 
@@ -32,6 +33,9 @@ class RunRecord:
     """
 
     shared_lock = False
+    #: Whether the chain runs the triggers right after the run (a Celery chunk runs
+    #: them itself, as a step of its own ledger).
+    runs_triggers = True
 
     def __init__(self, run, using: str):
         self.run = run
@@ -103,14 +107,14 @@ class LocalRecord(RunRecord):
         except Exception as exc:
             logger.exception("finish_run of run %s of %r failed", self.run.pk,
                              self.run.pipeline_name)
-            status, message = Status.FAILED, f"finish_run: {type(exc).__name__}: {exc}"
+            status, message = Status.FAILED, f"finish_run: {describe(exc)}"
             report.message = message
         self.run.close(status, report, message)
         report.status = status
 
     def rolled_back(self, report, exc: BaseException) -> None:
         self._close_outside()
-        self.run.close(self.run.Status.FAILED, self._kept, _describe(exc))
+        self.run.close(self.run.Status.FAILED, self._kept, describe(exc))
         report.status = self.run.Status.FAILED
 
     def _close_outside(self) -> None:
@@ -119,10 +123,9 @@ class LocalRecord(RunRecord):
             outside.close()
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """``exc`` as a run's message: its type and its message, storable (see
+    :func:`datapipe.errors.capture.message_of`)."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt): rolled back to its last commit"
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:  # an exception whose __str__ raises
-        return f"{type(exc).__name__}: <message could not be read>"
+    return f"{type(exc).__name__}: {message_of(exc)}"

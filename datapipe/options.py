@@ -7,10 +7,21 @@ from dataclasses import asdict, dataclass
 
 from . import conf
 
-__all__ = ["RunOptions"]
+__all__ = ["RunOptions", "SESSION_OPTIONS", "flag", "refuse_unknown"]
 
 
-def _flag(name: str, value) -> bool:
+def refuse_unknown(where: str, given, accepted) -> None:
+    """Raise :class:`TypeError` naming the keywords of ``given`` that are not
+    ``accepted``, and the accepted ones (a typo is refused, never ignored)."""
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        raise TypeError(f"{where} got unknown keyword{'s' if len(unknown) > 1 else ''} "
+                        f"{', '.join(unknown)}; accepted: {', '.join(sorted(accepted))}")
+
+
+def flag(name: str, value) -> bool:
+    """``value`` if it is a boolean; else :class:`TypeError` naming the flag ``name``
+    (``"false"`` is not False)."""
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be True or False, not {value!r}")
     return value
@@ -41,11 +52,11 @@ class RunOptions:
         if using is not None and not isinstance(using, str):
             raise TypeError(f"using must be a database alias, not {using!r}")
         return cls(
-            debug=_flag("debug", conf.get("DEBUG") if debug is None else debug),
+            debug=flag("debug", conf.get("DEBUG") if debug is None else debug),
             chunksize=chunksize,
-            atomic=_flag("atomic", conf.get("ATOMIC") if atomic is None else atomic),
-            progress=_flag("progress", progress),
-            keep_results=_flag("keep_results", keep_results),
+            atomic=flag("atomic", conf.get("ATOMIC") if atomic is None else atomic),
+            progress=flag("progress", progress),
+            keep_results=flag("keep_results", keep_results),
             using=using,
         )
 
@@ -53,3 +64,7 @@ class RunOptions:
         """The options a Celery chunk is run with (JSON), stored with its run."""
         return {name: value for name, value in asdict(self).items()
                 if name in ("debug", "chunksize", "keep_results")}
+
+
+#: The keywords of ``get_session()``: the run options and the initial context.
+SESSION_OPTIONS = (*RunOptions.__dataclass_fields__, "context")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .options import RunOptions
+from .options import SESSION_OPTIONS, RunOptions, refuse_unknown
 from .pipe import AttrDict
 from .registry import registry
 from .report import RunReport
@@ -32,7 +32,8 @@ class Session:
     """
 
     def __init__(self, *, debug=None, chunksize=None, atomic=None, context=None,
-                 progress=None, keep_results=False, using=None):
+                 progress=None, keep_results=False, using=None, **unknown):
+        refuse_unknown("get_session()", unknown, SESSION_OPTIONS)
         self.options = RunOptions.resolve(
             debug=debug, chunksize=chunksize, atomic=atomic, progress=progress,
             keep_results=keep_results, using=using,
@@ -56,7 +57,11 @@ class Session:
         return run_chain(name, items, self.options, self.context)
 
     def run_in_celery(self, items, name=None, celery_chunksize=10, queue=None, **task_options):
-        """Run the pipeline across Celery workers, in chunks; return a handle."""
+        """Run the pipeline across Celery workers, in chunks; return a handle.
+
+        ``task_options`` go to Celery's ``apply_async``: only those of
+        :data:`datapipe.distributed.dispatch.TASK_OPTIONS` are accepted.
+        """
         from .distributed.dispatch import dispatch
 
         items, name = _arguments(items, name, {})
@@ -70,8 +75,7 @@ def _arguments(items, name, kwargs):
         if items is not _MISSING:
             raise TypeError("run() got items twice")
         items = kwargs.pop("items")
-    if kwargs:
-        raise TypeError(f"run() got unexpected arguments: {', '.join(sorted(kwargs))}")
+    refuse_unknown("run()", kwargs, ("items", "name"))
     if items is _MISSING:
         raise TypeError("run() needs the items to process")
     if isinstance(items, str) and not isinstance(name, str) and name is not None:

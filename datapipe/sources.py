@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
@@ -75,11 +76,20 @@ def default_pipeline_name(items: Any) -> tuple[str, Any]:
     """The pipeline name from ``get_default_pipe_name()``, and the items to use.
 
     The QuerySet (or its model) is asked first, else the first item; a generator is
-    peeked at and given back whole.
+    peeked at and given back whole. A model that defines it as an instance method is
+    asked through the QuerySet's first row.
     """
     owner = None
     if isinstance(items, QuerySet):
         owner = items if hasattr(items, "get_default_pipe_name") else items.model
+        if owner is items.model and _instance_method(owner):
+            owner = items.order_by("pk").first()
+            if owner is None:
+                raise InvalidItems(
+                    "run() was given no pipeline name and an empty QuerySet, whose model "
+                    "names its pipeline per instance (get_default_pipe_name(self)): pass "
+                    "the name."
+                )
     else:
         check_items(items, "run()'s items")
         if not isinstance(items, Sequence):
@@ -96,3 +106,9 @@ def default_pipeline_name(items: Any) -> tuple[str, Any]:
             "name, or define get_default_pipe_name() on the QuerySet or the items' class."
         )
     return getter(), items
+
+
+def _instance_method(model: type[Model]) -> bool:
+    """Whether ``model.get_default_pipe_name`` is a plain function (needs an instance),
+    not a classmethod or staticmethod."""
+    return inspect.isfunction(inspect.getattr_static(model, "get_default_pipe_name", None))

@@ -1,10 +1,13 @@
-"""The Celery task ``datapipe.run``: one chunk of a distributed run.
+"""The Celery tasks: ``datapipe.run`` (one chunk of a distributed run) and
+``datapipe.sweep`` (heals the runs that stopped moving).
 
 Thin on purpose: the work is :func:`datapipe.distributed.worker.run_chunk`. The options
 make a killed worker lose nothing: the message is acknowledged only after the chunk
 (``acks_late``) and put back when the worker process dies (``reject_on_worker_lost``);
 the chunk's record skips a chunk that an earlier delivery committed and gives up on one
-that keeps killing its worker. Database connection errors are retried with backoff.
+that keeps killing its worker. Database connection errors are retried with backoff
+(1, 2, 4, ... 32, then 60 seconds apart, no jitter: about five minutes of outage); a
+chunk that still cannot reach the database is left to the sweep.
 
 The message carries ids only (run, chunk, database alias); anything else is rejected
 and logged, and touches no chunk.
@@ -15,9 +18,10 @@ import logging
 from celery import shared_task
 from django.conf import settings
 
+from .distributed.sweep import sweep as sweep_runs
 from .distributed.worker import CONNECTION_ERRORS, MAX_RETRIES, run_chunk
 
-__all__ = ["run"]
+__all__ = ["run", "sweep"]
 
 logger = logging.getLogger("datapipe")
 
@@ -31,7 +35,7 @@ logger = logging.getLogger("datapipe")
     autoretry_for=CONNECTION_ERRORS,
     retry_backoff=1,
     retry_backoff_max=60,
-    retry_jitter=True,
+    retry_jitter=False,
     max_retries=MAX_RETRIES,
     ignore_result=True,
 )
@@ -44,3 +48,12 @@ def run(self, run_id=None, chunk_id=None, using="default", **unexpected) -> str:
         return "rejected"
     return run_chunk(run_id, chunk_id, retries=self.request.retries,
                      max_retries=self.max_retries, using=using)
+
+
+@shared_task(name="datapipe.sweep", serializer="json", ignore_result=True)
+def sweep(stale_after=None) -> str:
+    """Heal the distributed runs that stopped moving; see :mod:`datapipe.distributed.sweep`."""
+    if stale_after is not None and not isinstance(stale_after, (int, float)):
+        logger.error("Rejected a datapipe.sweep message: stale_after=%r", stale_after)
+        return "rejected"
+    return str(sweep_runs(stale_after))

@@ -20,13 +20,23 @@ from contextlib import contextmanager, nullcontext
 from django.db import connections, transaction
 
 __all__ = [
-    "ItemSavepoints", "OutsideWriter", "RunTransaction", "register_on_commit", "savepoint",
-    "serialised",
+    "ItemSavepoints", "OutsideWriter", "RunTransaction", "advisory_lock", "register_on_commit",
+    "savepoint", "serialised",
 ]
 
 # One lock per database without advisory locks (SQLite), for the runs of this process.
 _local_locks: dict[str, threading.RLock] = {}
 _local_locks_guard = threading.Lock()
+
+
+def advisory_lock(using: str, name: str, shared: bool = False) -> None:
+    """On PostgreSQL, wait for the advisory lock ``name`` and hold it until the current
+    transaction ends; elsewhere nothing (see :func:`serialised`)."""
+    connection = connections[using]
+    if connection.vendor == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT {function}(%s)", [_advisory_key(name)])
 
 
 def serialised(using: str):
@@ -83,17 +93,22 @@ class RunTransaction:
                 raise
 
     def _acquire(self) -> None:
-        connection = connections[self.using]
-        if connection.vendor == "postgresql":
-            function = "pg_advisory_xact_lock_shared" if self.shared else "pg_advisory_xact_lock"
-            with connection.cursor() as cursor:
-                cursor.execute(f"SELECT {function}(%s)", [_advisory_key(self.lock)])
+        advisory_lock(self.using, self.lock, self.shared)
 
-    def checkpoint(self) -> None:
-        """Commit what is done so far, when the run is not one transaction."""
+    def checkpoint(self, between=None) -> None:
+        """Commit what is done so far, when the run is not one transaction.
+
+        ``between()`` is called after the commit, before the next transaction opens:
+        what it writes (the batch's error rows) is committed on its own, and not lost
+        if the next batch is rolled back.
+        """
         if not self.atomic:
             self._block.__exit__(None, None, None)
-            self._open()
+            try:
+                if between is not None:
+                    between()
+            finally:
+                self._open()
 
     @property
     def outermost(self) -> bool:
@@ -223,6 +238,12 @@ class ItemSavepoints:
                 # Released, so that failed items do not nest their successors' savepoints.
                 self.connection.savepoint_commit(self.sid)
             self.sid = None
+
+    @property
+    def connection_closed(self) -> bool:
+        """Whether the connection was closed inside the run's transaction (by a pipe's
+        ``connection.close()``): the transaction is lost, savepoints with it."""
+        return self.connection.closed_in_transaction
 
     @property
     def used(self) -> bool:

@@ -28,5 +28,6 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     imports=["datapipe.tasks", "tests.distributed_pipes"],
 )
-datapipe.celery.configure(app)
+# A worker started with beat (-B) sends the sweep to its own test queue.
+datapipe.celery.configure(app, sweep_queue=os.environ.get("DATAPIPE_TEST_SWEEP_QUEUE"))
 app.set_default()

@@ -69,6 +69,9 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "postgresql: needs PostgreSQL; deselected (not skipped) in the SQLite run"
     )
+    config.addinivalue_line(
+        "markers", "slow: a fault test (servers stopped, workers killed); part of the suite"
+    )
 
 
 def pytest_collection_modifyitems(config, items):

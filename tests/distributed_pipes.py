@@ -7,7 +7,7 @@ import time
 from django.db import connection, transaction
 
 from datapipe import Pipe, pipeline
-from tests.testapp.models import ResultItem
+from tests.testapp.models import Note, ResultItem
 from tests.testapp.pipes import Flow
 
 
@@ -104,3 +104,37 @@ class Hooks(Flow):
 
         transaction.on_commit(hook)
         return super().process()
+
+
+# Faults that the sweep heals (tests/test_self_healing.py) ---------------------------------
+
+
+@pipeline("dist.finish_slow")
+class FinishSlow(Flow):
+    """``flow`` whose first ``finish_run`` of a run writes a marker, then sleeps
+    ``context.finish_sleep`` seconds (a worker is killed meanwhile); later calls count
+    themselves in the marker's ``number``."""
+
+    def finish_run(self, run):
+        marker, created = ResultItem.objects.get_or_create(unique_key=f"finish-{run.pk}")
+        if created:
+            time.sleep(self.context.get("finish_sleep", 0))
+        else:
+            ResultItem.objects.filter(pk=marker.pk).update(number=marker.number + 1)
+        super().finish_run(run)
+
+
+@pipeline("dist.trig_source")
+class TriggerSource(Flow):
+    """``flow``, triggering ``dist.trig_slow`` on its results."""
+
+
+@pipeline("dist.trig_slow", trigger="dist.trig_source")
+class TriggerSlow(Pipe):
+    """One Note per ResultItem result, ``context.trigger_sleep`` seconds each."""
+
+    def process(self):
+        result = super().process()
+        time.sleep(self.context.get("trigger_sleep", 0))
+        self.add_to_save(Note(result=result, text=f"from {result.pk}"))
+        return result

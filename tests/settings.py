@@ -5,6 +5,7 @@ the suite runs on SQLite. ``CELERY_BROKER_URL`` names the Redis broker of the Ce
 tests, which skip without it (and fail under ``CI=true``).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -69,4 +70,5 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
-DATAPIPE = {"PROGRESS": False}
+# Workers of the fault tests get shorter STALE_AFTER / SWEEP_EVERY through this variable.
+DATAPIPE = {"PROGRESS": False, **json.loads(os.environ.get("DATAPIPE_TEST_SETTINGS") or "{}")}

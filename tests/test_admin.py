@@ -449,3 +449,22 @@ def test_a_distributed_run_is_one_row_and_lists_the_runs_its_chunks_started(
     url = reverse("admin:datapipe_pipelinerun_change", args=[run.pk])
     assert content.count('<td style="padding-left:0.5em">flow.derived</td>') == 2  # one a chunk
     assert content.count(f'yes, by <a href="{url}">') == 2
+
+
+def test_a_stale_run_is_marked_and_resent_by_an_operator_with_the_permission(client):
+    from tests.test_command import stale_distributed_run
+
+    handle = stale_distributed_run()
+    client.force_login(staff("view_pipelinerun"))
+
+    response = client.get(reverse(RUNS))
+    assert "running (stale)" in response.content.decode()
+    assert "resend_lost_chunks" not in response.content.decode()  # no permission
+
+    client.force_login(User.objects.create_superuser("boss", "b@example.com", "pw"))
+    response = client.post(reverse(RUNS), {"action": "resend_lost_chunks", "index": 0,
+                                           "_selected_action": [handle.id]}, follow=True)
+
+    assert f"Run {handle.id}: 2 chunks sent again." in response.content.decode()
+    assert set(handle.run.chunks.values_list("resends", flat=True)) == {1}
+

@@ -53,7 +53,7 @@ def figures(name, items, run, **extra):
         "duplicates": sum(count - 1 for count in outputs.values() if count > 1),
         "lost": len(sent - set(outputs)),
         "run_processed": run.processed,
-        "redelivered_chunks": run.chunks.filter(deliveries__gt=1).count(),
+        "redelivered_chunks": run.chunks.filter(deliveries_total__gt=1).count(),
         **extra,
     }
     out = Path(os.environ.get("DATAPIPE_TEST_OUTPUT") or ".") / "celery-faults.json"

@@ -222,10 +222,70 @@ def test_reprocess_in_celery_resolves_rows_on_the_workers(celery_worker):
     assert PipelineError.objects.filter(resolved=True).count() == 2
 
 
-def test_resend_sends_nothing_for_a_finished_run(celery_worker):
+def test_resend_of_a_finished_run_sends_nothing_and_says_so(celery_worker):
     SourceItem.objects.create()
     datapipe("run", "flow", "--model", "testapp.SourceItem", "--celery",
              "--queue", celery_worker.queue, "--wait")
     run = PipelineRun.objects.get(pipeline_name="flow", distributed=True)
 
-    assert datapipe("resend", str(run.pk)) == f"0 chunks of run {run.pk} sent again.\n"
+    with pytest.raises(CommandError, match=f"Run {run.pk} of 'flow' \\(done\\) has no lost or "
+                                           "failed chunk to send.$"):
+        datapipe("resend", str(run.pk))
+
+
+# resend and sweep: runs that stopped moving -------------------------------------------------
+
+
+def stale_distributed_run(count=4, chunksize=2):
+    """A distributed run (never sent: the test's transaction does not commit) whose chunks
+    were dispatched an hour ago and never started."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from datapipe import get_session
+    from datapipe.models import PipelineChunk
+
+    SourceItem.objects.bulk_create([SourceItem(number=n) for n in range(count)])
+    handle = get_session().run_in_celery(SourceItem.objects.all(), "flow",
+                                         celery_chunksize=chunksize, queue="never-sent")
+    PipelineChunk.objects.filter(run_id=handle.id).update(
+        dispatched_at=timezone.now() - timedelta(hours=1))
+    PipelineRun.objects.filter(pk=handle.id).update(
+        started_at=timezone.now() - timedelta(hours=1))
+    return handle
+
+
+@pytest.mark.parametrize("which, message", [
+    ("unknown", "No run 999999"),
+    ("local", "ran locally: it has no chunks to send"),
+])
+def test_resend_of_a_run_with_nothing_to_send_says_why_and_fails(which, message):
+    run_id = 999999
+    if which == "local":
+        SourceItem.objects.create(number=1)
+        from datapipe import get_session
+
+        run_id = get_session(progress=False).run(SourceItem.objects.all(), "flow").run_id
+
+    with pytest.raises(CommandError, match=message):
+        datapipe("resend", str(run_id))
+
+
+def test_resend_of_a_run_without_lost_chunks_hints_at_stale_after():
+    handle = stale_distributed_run()
+
+    with pytest.raises(CommandError, match="no lost or failed chunk to send; if its chunks "
+                                           "stopped moving, add --stale-after"):
+        datapipe("resend", str(handle.id))
+    assert datapipe("resend", str(handle.id), "--stale-after", "60") == (
+        f"2 chunks of run {handle.id} sent again.\n")
+
+
+def test_status_marks_a_stale_run_and_the_sweep_heals_it():
+    handle = stale_distributed_run()
+
+    assert "running (stale: no chunk moved for 300 s" in datapipe("status", str(handle.id))
+    assert datapipe("sweep") == (
+        "Sweep: 2 chunks of 1 runs sent again, 0 given up, 0 runs finished.\n")
+    assert "stale" not in datapipe("status", str(handle.id))

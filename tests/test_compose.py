@@ -68,6 +68,7 @@ def test_worker_runs_celery_on_the_demo_project(services):
     assert command[command.index("-A") + 1] == "demoproject"
     assert "worker" in command
     assert command[command.index("--workdir") + 1] == "demo"
+    assert "--beat" in command  # the sweep's scheduler
     assert (ROOT / "demo" / "demoproject" / "celery.py").is_file()
 
 

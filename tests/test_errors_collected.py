@@ -43,7 +43,7 @@ def test_an_error_row_names_the_item_the_exception_and_the_stack(session):
 def test_the_same_failure_on_two_items_shares_a_signature(session):
     make_items("error", "error", "query_error")
     session.run(SourceItem.objects.all(), "flow")
-    signatures = list(PipelineError.objects.order_by("item_id").values_list("signature", flat=True))
+    signatures = list(PipelineError.objects.order_by("pk").values_list("signature", flat=True))
     assert signatures[0] == signatures[1] != signatures[2]
 
 
@@ -132,7 +132,7 @@ def test_rendered_page_escapes_and_cleanses_secrets(session, isolated_registry):
 def test_pages_are_rendered_for_the_first_failures_of_a_signature(session):
     make_items(*["error"] * 4)
     session.run(SourceItem.objects.all(), "flow")
-    pages = list(PipelineError.objects.order_by("item_id").values_list("traceback_html", flat=True))
+    pages = list(PipelineError.objects.order_by("pk").values_list("traceback_html", flat=True))
     assert [bool(p) for p in pages] == [True, True, False, False]
 
 

@@ -10,6 +10,7 @@ PostgreSQL a missing Redis skips them on a laptop and fails them in CI.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -67,9 +68,12 @@ class Worker:
     It uses the test database unless ``database_url`` names another.
     """
 
-    def __init__(self, queue: str, concurrency: int = 2, database_url: str | None = None):
+    def __init__(self, queue: str, concurrency: int = 2, database_url: str | None = None,
+                 beat: bool = False, settings: dict | None = None):
         self.queue = queue
         self.database_url = database_url
+        self.beat = beat
+        self.settings = settings or {}
         self.name = f"{queue}-{uuid.uuid4().hex[:6]}@%h"
         self.concurrency = concurrency
         out = os.environ.get("DATAPIPE_TEST_OUTPUT") or tempfile.gettempdir()
@@ -78,13 +82,17 @@ class Worker:
 
     def start(self, timeout: float = 60) -> Worker:
         env = {**os.environ, "DATABASE_URL": self.database_url or worker_database_url(),
-               "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(REPO)}
+               "DJANGO_SETTINGS_MODULE": "tests.settings", "PYTHONPATH": str(REPO),
+               "DATAPIPE_TEST_SETTINGS": json.dumps(self.settings),
+               "DATAPIPE_TEST_SWEEP_QUEUE": self.queue}
         command = [
             sys.executable, "-m", "celery", "-A", "tests.celery_app", "worker",
             "--pool=prefork", f"--concurrency={self.concurrency}", "-Q", self.queue,
             "-n", self.name, "--without-gossip", "--without-mingle", "--without-heartbeat",
             "--loglevel=INFO",
         ]
+        if self.beat:  # the beat scheduler in the worker: it sends datapipe.sweep
+            command += ["-B", "-s", str(self.log_path.with_suffix(".schedule"))]
         self.log = open(self.log_path, "w")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
             command, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -140,8 +148,8 @@ def start_worker(transactional_db):
     require_celery()
     started: list[Worker] = []
 
-    def start(queue: str, concurrency: int = 2) -> Worker:
-        worker = Worker(queue, concurrency)
+    def start(queue: str, concurrency: int = 2, **options) -> Worker:
+        worker = Worker(queue, concurrency, **options)
         started.append(worker)
         return worker.start()
 
@@ -163,3 +171,32 @@ def celery_queue(transactional_db):
 def celery_worker(start_worker, celery_queue) -> Worker:
     """A worker with 2 pool processes consuming this test's ``celery_queue``."""
     return start_worker(celery_queue)
+
+
+def _pg_ctl(*args: str) -> None:
+    command = [os.environ["DATAPIPE_TEST_PG_CTL"], *args, "-D", os.environ["DATAPIPE_TEST_PGDATA"]]
+    user = os.environ.get("DATAPIPE_TEST_PG_USER")
+    if user:
+        command = ["runuser", "-u", user, "--", *command]
+    subprocess.run(command, check=True, cwd=tempfile.gettempdir(), capture_output=True)
+
+
+def require_postgres_control() -> None:
+    """The fault tests that stop PostgreSQL need the server that scripts/test started."""
+    from tests.conftest import require
+
+    require(bool(os.environ.get("DATAPIPE_TEST_PG_CTL")),
+            "needs the PostgreSQL server started by scripts/test (DATAPIPE_TEST_PG_CTL)")
+
+
+def stop_postgres() -> None:
+    """Stop the test's PostgreSQL server (fast shutdown: every connection is cut)."""
+    connection.close()
+    _pg_ctl("stop", "-m", "fast", "-w")
+
+
+def start_postgres() -> None:
+    """Start the test's PostgreSQL server again, as scripts/test started it."""
+    _pg_ctl("start", "-w", "-l", os.environ["DATAPIPE_TEST_PG_LOG"],
+            "-o", os.environ["DATAPIPE_TEST_PG_OPTIONS"])
+    connection.close()

@@ -9,12 +9,13 @@ Progress figures come from :meth:`PipelineRun.progress`, the one computation of 
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
+from ..exceptions import DatapipeError
 from ..models import PipelineError, PipelineRun
 from ..models.runs import by_status
 from .filters import ChoiceFilter
@@ -39,7 +40,7 @@ class RunsFilter(ChoiceFilter):
 class PipelineRunAdmin(admin.ModelAdmin):
     """Run records, read-only: status, counts, timings, progress and child runs."""
 
-    list_display = ["__str__", "pipeline_name", "status", "distributed", "progress",
+    list_display = ["__str__", "pipeline_name", "run_status", "distributed", "progress",
                     "child_runs", "processed", "succeeded", "continued", "ignored", "errored",
                     "started_at", "elapsed_seconds"]
     list_filter = [RunsFilter, "status", "distributed", "pipeline_name"]
@@ -54,10 +55,11 @@ class PipelineRunAdmin(admin.ModelAdmin):
     children_per_run = 50
     #: At most this many rows in the table of child runs.
     tree_rows = 500
-    readonly_fields = ["progress", "elapsed_seconds", "errors_link", "children_table",
+    actions = ["resend_lost_chunks"]
+    readonly_fields = ["run_status", "progress", "elapsed_seconds", "errors_link", "children_table",
                        "chunks_table"]
     fields = [
-        "pipeline_name", "status", "distributed", "parent", "triggered_by", "progress",
+        "pipeline_name", "run_status", "distributed", "parent", "triggered_by", "progress",
         ("processed", "succeeded", "continued", "ignored", "errored", "broke"),
         "message", "started_at", "finished_at", "elapsed_seconds", "errors_link",
         "children_table", "chunks_table",
@@ -71,6 +73,25 @@ class PipelineRunAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def has_resend_permission(self, request):
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.resend_pipelinerun")
+
+    @admin.action(description="Resend the lost and failed chunks of the selected runs",
+                  permissions=["resend"])
+    def resend_lost_chunks(self, request, queryset):
+        from ..distributed.dispatch import resend
+
+        for run in queryset:
+            try:
+                sent = resend(run.pk, stale_after=0 if self.progress_of(run)["stale"] else None,
+                              using=run._state.db)
+            except DatapipeError as exc:  # a local run, or the broker is away
+                self.message_user(request, str(exc), messages.ERROR)
+                continue
+            level = messages.SUCCESS if sent else messages.WARNING
+            self.message_user(request, f"Run {run.pk}: {sent} chunks sent again.", level)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
@@ -90,6 +111,12 @@ class PipelineRunAdmin(admin.ModelAdmin):
         return reverse(f"{self.admin_site.name}:datapipe_pipelinerun_change", args=[run_id])
 
     # Columns and fields -----------------------------------------------------------------
+
+    @admin.display(description="status", ordering="status")
+    def run_status(self, run):
+        if self.progress_of(run)["stale"]:
+            return format_html('<strong style="color:#ba2121">{} (stale)</strong>', run.status)
+        return run.status
 
     @admin.display(description="progress")
     def progress(self, run):

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,11 +20,14 @@ from django.apps import apps
 from django.db.models import Model, QuerySet
 from django.db.models.query import ModelIterable
 
+from ..errors.text import readable
 from ..exceptions import ItemNotSerializable
 from ..identity import pk_json
 from ..sources import keyset_pages
 
-__all__ = ["decode_chunk", "encode_chunks", "json_copy", "payload_size", "payload_values"]
+__all__ = [
+    "decode_chunk", "encode_chunks", "json_copy", "json_problem", "payload_size", "payload_values",
+]
 
 
 def json_copy(value: Any) -> Any:
@@ -34,19 +39,62 @@ def _label(model: type[Model]) -> str:
     return model._meta.label
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_problem(value: Any) -> str | None:
+    """What keeps ``value`` from coming back equal from JSON stored in any database, or
+    None when nothing does.
+
+    That is: None, booleans, integers, finite floats, strings without NUL (refused by
+    PostgreSQL) or lone surrogates (refused by every encoder), and lists and dicts with
+    string keys of those. NaN and Infinity are not JSON; a tuple comes back a list; a
+    dict's key 1 comes back ``"1"``.
+    """
+    try:
+        return _problem(value)
+    except RecursionError:
+        return "values nested too deeply"
+
+
+def _problem(value: Any) -> str | None:
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{value!r} (NaN and Infinity are not JSON)"
+    if isinstance(value, str):
+        if "\x00" in value:
+            return "a NUL character in a string"
+        if _SURROGATE.search(value):
+            return "a lone surrogate in a string (text decoded with surrogateescape?)"
+        return None
+    if isinstance(value, list):
+        return next((problem for item in value if (problem := _problem(item))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return f"a dict key that is not a string ({type(key).__name__} {key!r:.40})"
+            if problem := _problem(key) or _problem(item):
+                return problem
+        return None
+    if isinstance(value, tuple):
+        return "a tuple (it would come back as a list)"
+    return f"a value of type {type(value).__name__} (not JSON)"
+
+
 def _encode_value(position: int, item: Any) -> Any:
+    shown = readable(lambda: f"{item!r:.80}", "repr")
     if isinstance(item, Model):
         raise ItemNotSerializable(
-            f"Item {position} ({item!r:.80}) cannot be sent to Celery: it is an unsaved "
+            f"Item {position} ({shown}) cannot be sent to Celery: it is an unsaved "
             f"{type(item).__name__} (save it first, or send a JSON value)."
         )
-    try:
-        json.dumps(item)
-    except (TypeError, ValueError) as exc:
+    problem = json_problem(item)
+    if problem is not None:
         raise ItemNotSerializable(
-            f"Item {position} ({item!r:.80}) cannot be sent to Celery: it is neither a "
-            f"saved model instance nor JSON-encodable ({exc})."
-        ) from None
+            f"Item {position} ({shown}) cannot be sent to Celery: it is neither a saved "
+            f"model instance nor a value that comes back equal from JSON: it holds {problem}."
+        )
     return item
 
 

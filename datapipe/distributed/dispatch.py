@@ -16,33 +16,46 @@ back to the caller nor reach other chunks; it is stored on the chunk row
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 import uuid
-from datetime import timedelta
 from typing import Any
 
-from django.db import transaction
+from celery import current_app
+from django.db import InterfaceError, OperationalError, connections, transaction
 from django.db.models import QuerySet
 from django.db.models.query import ModelIterable
 from django.utils import timezone
 
+from ..exceptions import DispatchFailed, NothingToResend
 from ..identity import database_for
-from ..tasks import run as run_task
-from .chunks import encode_chunks, json_copy, payload_size
+from ..options import refuse_unknown
+from .chunks import encode_chunks, json_copy, json_problem, payload_size
 from .ledger import finish_if_complete
 
-__all__ = ["RunHandle", "dispatch", "progress", "resend"]
+__all__ = ["TASK_OPTIONS", "RunHandle", "dispatch", "progress", "resend"]
+
+logger = logging.getLogger("datapipe")
 
 #: Chunk rows written (and tasks sent) per batch, so memory stays flat.
 _BATCH = 500
 
 
+#: The options of Celery's ``apply_async`` that ``run_in_celery`` passes on. Others are
+#: refused: datapipe sets the task id, arguments and serializer itself, and the options
+#: are stored with the run (as JSON) so that ``resend`` sends the chunks alike.
+TASK_OPTIONS = (
+    "countdown", "expires", "priority", "headers", "routing_key", "exchange", "time_limit",
+    "soft_time_limit", "retry", "retry_policy", "compression",
+)
+
+
 def _context_json(value: dict, what: str = "The session's context") -> dict:
-    try:
-        return json_copy(value)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{what} must be JSON-encodable to travel with Celery chunks: {exc}") \
-            from None
+    problem = json_problem(value)
+    if problem is not None:
+        raise TypeError(f"{what} must be JSON-encodable to travel with Celery chunks, and "
+                        f"come back equal: it holds {problem}.")
+    return json_copy(value)
 
 
 def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
@@ -50,10 +63,14 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
     """Write the run and its chunks, send them once committed, return a :class:`RunHandle`.
 
     Called by ``Session.run_in_celery``. Inside a transaction the tasks are sent when
-    it commits (and never if it rolls back). ``task_options`` go to ``apply_async``.
+    it commits (and never if it rolls back). ``task_options`` go to ``apply_async``
+    (:data:`TASK_OPTIONS` only: anything else raises :class:`TypeError`).
     """
     from ..models import PipelineChunk, PipelineRun
 
+    refuse_unknown("run_in_celery()", task_options, ("celery_chunksize", "queue", *TASK_OPTIONS))
+    if queue is not None and not isinstance(queue, str):
+        raise TypeError(f"queue must be a queue name, not {queue!r}")
     if not isinstance(celery_chunksize, int) or isinstance(celery_chunksize, bool) or (
         celery_chunksize < 1
     ):
@@ -88,21 +105,43 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
 
 
 def _send(run, chunks: QuerySet) -> None:
-    """Send a task per chunk (pages of rows by index); finish an empty run at once."""
+    """Send a task per chunk (pages of rows by index); finish an empty run at once.
+
+    When the broker cannot be reached, the chunks not sent are marked lost and the run
+    failed, and :class:`DispatchFailed` names the run (``resend`` sends them later).
+    """
     using = chunks.db
     sent_with = run.dispatch
     last = -1
     while page := list(chunks.filter(index__gt=last).order_by("index")[:_BATCH]):
         for chunk in page:
-            run_task.apply_async(
-                kwargs={"run_id": run.pk, "chunk_id": chunk.pk, "using": using},
-                task_id=chunk.task_id,
-                queue=sent_with.get("queue"),
-                **sent_with.get("task_options", {}),
-            )
+            try:
+                # By name: the caller's side does not import the workers' code.
+                current_app.send_task(
+                    "datapipe.run",
+                    kwargs={"run_id": run.pk, "chunk_id": chunk.pk, "using": using},
+                    task_id=chunk.task_id,
+                    queue=sent_with.get("queue"),
+                    serializer="json",
+                    **sent_with.get("task_options", {}),
+                )
+            except Exception as exc:  # kombu's and redis' errors have no common root
+                _dispatch_failed(run, chunks.filter(index__gte=chunk.index), exc)
         last = page[-1].index
     if run.chunks_total == 0:
         finish_if_complete(run)
+
+
+def _dispatch_failed(run, unsent: QuerySet, exc: Exception):
+    Status = unsent.model.Status
+    lost = unsent.filter(status=Status.DISPATCHED).update(status=Status.LOST)
+    message = (f"Dispatch failed: the broker could not be reached ({type(exc).__name__}: "
+               f"{exc}); {lost} chunks not sent. Send them with `manage.py datapipe resend "
+               f"{run.pk}` once it is back.")
+    type(run).objects.using(unsent.db).filter(pk=run.pk).update(
+        status=run.Status.FAILED, message=message[:2000], finished_at=timezone.now())
+    logger.error("Run %s of %r: %s", run.pk, run.pipeline_name, message)
+    raise DispatchFailed(run.pk, f"Run {run.pk} of {run.pipeline_name!r}: {message}") from exc
 
 
 def progress(run_id: int, using: str = "default") -> dict:
@@ -134,15 +173,29 @@ class RunHandle:
         return self.run.progress()
 
     def wait(self, timeout: float | None = None, interval: float = 0.25):
-        """Block until every chunk is done and ``finish_run`` ran; return the run record.
+        """Block until every chunk is done (the runs it triggers included) and
+        ``finish_run`` ran; return the run record.
 
-        Raises the builtin :class:`TimeoutError` after ``timeout`` seconds. Called inside
-        the transaction that dispatched the run it would wait forever: the chunks are
-        only sent when that transaction commits.
+        Raises the builtin :class:`TimeoutError` after ``timeout`` seconds. A lost
+        database connection (a restart) is opened again and the wait goes on. Called
+        inside the transaction that dispatched the run it would wait forever: the chunks
+        are only sent when that transaction commits.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            run = self.run
+            try:
+                run = self.run
+            except (OperationalError, InterfaceError):
+                if connections[self.using].in_atomic_block:
+                    raise
+                connections[self.using].close()
+                run = None
+            if run is None:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"Run {self.id}: the database did not answer for "
+                                       f"{timeout}s.")
+                time.sleep(interval)
+                continue
             if run.status != run.Status.RUNNING:
                 return run
             if deadline is not None and time.monotonic() >= deadline:
@@ -155,28 +208,37 @@ class RunHandle:
 
 
 def resend(run_id: int, *, stale_after: float | None = None, queue: str | None = None,
-           using: str = "default") -> int:
-    """Send the lost and failed chunks of a run again; return how many were sent.
+           using: str = "default", failed: bool = True) -> int:
+    """Send the lost (and, with ``failed``, the failed) chunks of a run again; return
+    how many were sent.
 
-    ``stale_after`` (seconds): chunks still dispatched or running whose last start (or
-    dispatch) is older than that are first marked lost, e.g. after the broker lost
-    their messages. Failed chunks have their counts taken back out of the run. The run
-    is open again until they are done, and ``finish_run`` runs again after them.
-    ``queue`` overrides the queue the run was sent to.
+    ``stale_after`` (seconds): first mark lost the chunks that the run has not started
+    while it did not move for that long (the broker lost their messages), and those
+    whose worker gave no sign of life for that long (it died). Failed chunks have their
+    counts taken back out of the run. The run is open again until they are done, and
+    ``finish_run`` runs again after them. ``queue`` overrides the queue the run was sent
+    to. Raises :class:`NothingToResend` for an unknown or a local run.
     """
     from ..models import PipelineChunk, PipelineRun
 
     Status = PipelineChunk.Status
     with transaction.atomic(using=using):
-        run = PipelineRun.objects.using(using).select_for_update().get(pk=run_id)
+        run = PipelineRun.objects.using(using).select_for_update().filter(pk=run_id).first()
+        if run is None:
+            raise NothingToResend(f"No run {run_id}.")
+        if not run.distributed:
+            raise NothingToResend(f"Run {run_id} of {run.pipeline_name!r} ran locally: it has "
+                                  "no chunks to send (run the pipeline again instead).")
         chunks = run.chunks.select_for_update()
         if stale_after is not None:
-            before = timezone.now() - timedelta(seconds=stale_after)
-            chunks.filter(status=Status.DISPATCHED, dispatched_at__lte=before).update(
-                status=Status.LOST)
-            chunks.filter(status=Status.RUNNING, started_at__lte=before).update(
-                status=Status.LOST)
-        again = list(chunks.filter(status__in=[Status.FAILED, Status.LOST]))
+            if PipelineRun.objects.using(using).stale(stale_after).filter(pk=run_id).exists():
+                chunks.filter(status=Status.DISPATCHED).update(status=Status.LOST)
+            lost_worker = chunks.worker_lost(stale_after)
+            lost_worker.filter(status=Status.RUNNING).update(status=Status.LOST)
+        statuses = [Status.LOST, Status.FAILED] if failed else [Status.LOST]
+        again = list(chunks.filter(status__in=statuses))
+        if stale_after is not None:
+            again += list(chunks.worker_lost(stale_after).filter(status=Status.COMMITTED))
         if not again:
             return 0
         if queue is not None:

@@ -1,10 +1,18 @@
 """The record of one chunk of a distributed run, and the end of the run after its last.
 
-:class:`ChunkRecord` is the :class:`~datapipe.lifecycle.RunRecord` of a chunk: the
-chunk's work, its row turning ``done`` and its counts added to the run commit in one
-transaction, so a chunk delivered again after it committed finds itself done and is
-skipped. :func:`finish_if_complete` lets exactly one worker call the pipeline's
-``finish_run`` once every chunk is finished.
+:class:`ChunkRecord` is the :class:`~datapipe.lifecycle.RunRecord` of a chunk. A chunk
+goes dispatched -> running -> (committed ->) done, or failed:
+
+* its work, its error rows, its row turning ``committed`` (or ``done`` when nothing is
+  triggered) and its counts added to the run commit in one transaction, so a chunk
+  delivered again after it committed finds itself done and is skipped;
+* the runs it triggers then run on its results, which the commit stored on the row: a
+  delivery that finds the chunk ``committed`` (its worker died, or lost the database)
+  runs them again (reparse makes that replace, not duplicate), and the chunk turns
+  ``done`` after them. The run counts a chunk done only then, so ``wait()`` covers them.
+
+:func:`finish_if_complete` lets exactly one worker call the pipeline's ``finish_run``
+once every chunk is done.
 """
 
 from __future__ import annotations
@@ -15,13 +23,15 @@ from django.db import transaction
 
 from .. import conf
 from ..errors.store import ErrorCollector
-from ..exceptions import DatapipeError
+from ..exceptions import DatapipeError, ItemNotSerializable
 from ..lifecycle import RunRecord
 from ..pipe import PipeState
 from ..registry import registry
-from .chunks import json_copy
+from .chunks import encode_chunks, json_copy
 
-__all__ = ["ChunkAlreadyDone", "ChunkFailed", "ChunkGivenUp", "ChunkRecord", "finish_if_complete"]
+__all__ = [
+    "ChunkAlreadyDone", "ChunkFailed", "ChunkGivenUp", "ChunkRecord", "finish_if_complete",
+]
 
 logger = logging.getLogger("datapipe")
 
@@ -41,36 +51,35 @@ class ChunkFailed(DatapipeError):
 class ChunkRecord(RunRecord):
     """One delivery of one chunk, as the engine sees it.
 
-    :meth:`opened` locks the chunk row inside the chunk's transaction, so a second
+    :meth:`opened` takes the chunk's lock inside the chunk's transaction, so a second
     delivery of the same chunk waits, then finds it done; :meth:`committing` writes the
-    chunk's error rows, marks it done and adds its counts to the run in that same
-    transaction. Chunks of a run hold their pipeline's lock side by side.
+    chunk's error rows, ends its work and adds its counts to the run in that same
+    transaction. Chunks of a run hold their pipeline's lock side by side; the worker
+    runs the chunk's triggers after the commit (see the module docstring).
     """
 
     shared_lock = True
+    runs_triggers = False
 
     def __init__(self, chunk, using: str):
         super().__init__(chunk.run, using)
         self.chunk = chunk
-        self.committed_work = False
 
-    def start(self, retries: int) -> bool:
-        """Count this delivery; False when the chunk is finished already.
+    def start(self, retries: int) -> str | None:
+        """Count this delivery; return ``"run"``, ``"triggers"`` or None (finished).
 
         Raises :class:`ChunkGivenUp` when the chunk was delivered more than
         ``CELERY_MAX_REDELIVERIES`` times beyond its retries without finishing.
         """
-        deliveries = self.chunk.start_delivery()
-        if deliveries is None:
-            return False
+        todo = self.chunk.start_delivery()
         # Each message (the first and each retry) is delivered once when all goes well;
         # deliveries beyond that are redeliveries after a worker died.
-        if deliveries - 1 - retries > conf.get("CELERY_MAX_REDELIVERIES"):
+        if todo and self.chunk.deliveries - 1 - retries > conf.get("CELERY_MAX_REDELIVERIES"):
             raise ChunkGivenUp(
-                f"The chunk was delivered {deliveries} times without finishing: it keeps "
-                "killing its worker (or outlives the broker's visibility timeout)."
+                f"The chunk was delivered {self.chunk.deliveries} times without finishing: "
+                "it keeps killing its worker (or outlives the broker's visibility timeout)."
             )
-        return True
+        return todo
 
     def opened(self) -> None:
         if not self.chunk.lock_running():
@@ -78,20 +87,41 @@ class ChunkRecord(RunRecord):
 
     def committing(self, report, context, errors) -> None:
         errors.save(self.run)  # in the chunk's transaction: written once per chunk
-        self.chunk.finish(report, _json_or_none(context))
-        transaction.on_commit(lambda: setattr(self, "committed_work", True), using=self.using)
+        triggers = bool(registry.triggers_of(self.run.pipeline_name))
+        self.chunk.finish(report, _json_or_none(context), triggers=triggers,
+                          results=_results_payload(report.results) if triggers else None)
 
-    def fail(self, items: list, exc: BaseException) -> None:
-        """Record every item of the chunk as an error of ``exc``; mark the chunk failed."""
+    def give_up(self, items: list, exc: BaseException) -> None:
+        """Record what the chunk had left to do as errors of ``exc``: its items (under
+        its pipeline) if its work did not commit, else its results (under each pipeline
+        it triggers); the chunk ends failed, or done."""
+        chunk, Status = self.chunk, self.chunk.Status
         with transaction.atomic(using=self.using):
-            if not self.chunk.lock_running():
-                return
-            errors = ErrorCollector(self.run.pipeline_name, self.using)
-            for item in items:
-                errors.add(item, exc)
-            errors.save(self.run)
-            counts = {"processed": len(items), "errored": len(items)}
-            self.chunk.finish(counts, None, f"{type(exc).__name__}: {exc}" or "failed")
+            chunk.lock_running()
+            status = type(chunk).objects.using(self.using).filter(pk=chunk.pk).values_list(
+                "status", flat=True).first()
+            if status in (Status.RUNNING, Status.DISPATCHED, Status.LOST):
+                _record(self.run.pipeline_name, items, exc, self.using, self.run)
+                counts = {"processed": len(items), "errored": len(items)}
+                chunk.finish(counts, None, _message(exc))
+            elif status == Status.COMMITTED:
+                for target in registry.triggers_of(self.run.pipeline_name):
+                    _record(target, items, exc, self.using, self.run)
+                chunk.triggers_done()
+
+
+def _record(pipeline_name: str, items: list, exc: BaseException, using: str, run) -> None:
+    errors = ErrorCollector(pipeline_name, using)
+    for item in items:
+        errors.add(item, exc)
+    errors.save(run)
+
+
+def _message(exc: BaseException) -> str:
+    try:
+        return f"{type(exc).__name__}: {exc}"
+    except Exception:
+        return type(exc).__name__
 
 
 def _json_or_none(value):
@@ -101,15 +131,31 @@ def _json_or_none(value):
         return None
 
 
-def finish_if_complete(run) -> bool:
-    """Call ``finish_run`` if every chunk of ``run`` is finished; True if this call did.
+def _results_payload(results: list) -> dict | None:
+    """The chunk's results as a payload to run its triggers on again, if they encode."""
+    try:
+        return next(encode_chunks(results, max(len(results), 1)), {"values": []})
+    except ItemNotSerializable:
+        logger.warning("The results of a chunk are not JSON nor saved model instances: its "
+                       "triggers cannot run again if their worker dies")
+        return None
+
+
+def finish_if_complete(run, stale_after: float | None = None) -> bool:
+    """Call ``finish_run`` if every chunk of ``run`` is done; True if this call did.
 
     The claim lets exactly one caller through, however many workers finish chunks at
-    the same moment or a finished chunk is delivered again.
+    the same moment or a finished chunk is delivered again. ``stale_after``: claim
+    again a run whose ``finish_run`` started that long ago and never ended (the sweep).
     """
-    if not run.claim_finish():
+    if not run.claim_finish(stale_after):
         return False
     run.refresh_from_db()
+    # Every chunk is done, its triggers too: a run of theirs still running was left so by
+    # a worker that died (and the chunk ran again).
+    run.children.filter(status=run.Status.RUNNING).update(
+        status=run.Status.FAILED, finished_at=run.finished_at,
+        message="abandoned: the worker running it stopped, and its chunk ran again")
     failed = run.chunks.filter(status=run.chunks.model.Status.FAILED).count()
     status, message = run.Status.DONE, ""
     if failed:
@@ -119,6 +165,6 @@ def finish_if_complete(run) -> bool:
         cls(state=PipeState(run.dispatch.get("context") or {})).finish_run(run)
     except Exception as exc:
         logger.exception("finish_run of run %s of %r failed", run.pk, run.pipeline_name)
-        status, message = run.Status.FAILED, f"finish_run: {type(exc).__name__}: {exc}"
+        status, message = run.Status.FAILED, f"finish_run: {_message(exc)}"
     run.set_outcome(status, message)
     return True

@@ -3,44 +3,80 @@
 :func:`run_chunk` (the body of the task ``datapipe.run``) trusts the database, not the
 message: the message names a run and one of its chunks; the pipeline, the items, the
 context and the options are read from their rows. The chunk runs through
-:func:`datapipe.chain.run_chain` with a :class:`~datapipe.distributed.ledger.ChunkRecord`.
+:func:`datapipe.chain.run_chain` with a :class:`~datapipe.distributed.ledger.ChunkRecord`,
+then its triggers run (:func:`datapipe.chain.run_triggers`) as a step of its ledger.
+While it runs, a thread writes the chunk's heartbeat, so that the sweep can tell a
+chunk whose worker died from a long one.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
 from django.db.models import QuerySet
 
-from ..chain import run_chain
+from .. import conf
+from ..chain import run_chain, run_triggers
 from ..exceptions import DatapipeError
 from ..options import RunOptions
 from ..pipe import AttrDict
 from .chunks import decode_chunk, payload_values
 from .ledger import ChunkAlreadyDone, ChunkFailed, ChunkRecord, finish_if_complete
 
-__all__ = ["CONNECTION_ERRORS", "MAX_RETRIES", "close_connections", "run_chunk"]
+__all__ = ["CONNECTION_ERRORS", "MAX_RETRIES", "Heartbeat", "close_connections", "run_chunk"]
 
 logger = logging.getLogger("datapipe")
 
 #: Database errors after which a chunk is retried on a fresh connection.
 CONNECTION_ERRORS = (OperationalError, InterfaceError)
 
-#: Retries of a chunk after database connection errors (the task's ``max_retries``).
-MAX_RETRIES = 5
+#: Retries of a chunk after database connection errors (the task's ``max_retries``),
+#: 1, 2, 4, ... 32, then 60 seconds apart: about five minutes of outage in all.
+MAX_RETRIES = 10
+
+
+class Heartbeat:
+    """While the block runs, a thread writes ``chunk.heartbeat_at`` every fifth of
+    ``DATAPIPE["STALE_AFTER"]``, on a database connection of its own."""
+
+    def __init__(self, chunk):
+        self.chunk = chunk
+        self.every = max(conf.get("STALE_AFTER") / 5, 0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="datapipe-heartbeat",
+                                        daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._stop.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stop.wait(self.every):
+                try:
+                    self.chunk.beat()
+                except CONNECTION_ERRORS:  # the database is away: try again next time
+                    close_connections()
+        finally:
+            connections.close_all()
 
 
 def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int = MAX_RETRIES,
               using: str = DEFAULT_DB_ALIAS) -> str:
     """Run the chunk ``chunk_id`` of the run ``run_id``, delivered for the ``retries``-th
     retry. Returns what happened: ``"done"``, ``"skipped"`` (done by an earlier
-    delivery), ``"failed"`` or ``"rejected"`` (no such chunk of that run).
+    delivery), ``"failed"``, ``"rejected"`` (no such chunk of that run) or ``"left"``
+    (the database stayed away past the last retry: the sweep sends it again).
 
     Database connection errors close the connections and propagate, for the task to
-    retry, until the last retry (``max_retries``), where the chunk's items are recorded
-    as errors.
+    retry, until the last retry (``max_retries``).
     """
     from ..models import PipelineChunk
 
@@ -55,55 +91,80 @@ def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int 
         return "rejected"
     record = ChunkRecord(chunk, using)
     run = chunk.run
-    decoded: Any = []
+    items: Any = []
+    payload = chunk.items  # what is left to do: the items, then the results
     try:
-        if not record.start(retries):
+        todo = record.start(retries)
+        if todo is None:
             finish_if_complete(run)
             return "skipped"
-        decoded = decode_chunk(chunk.items, using)
         sent_with = run.dispatch
         options = RunOptions.resolve(progress=False, atomic=True, using=using,
                                      **sent_with.get("options", {}))
-        run_chain(run.pipeline_name, decoded, options, AttrDict(sent_with.get("context") or {}),
-                  record=record)
+        context = AttrDict(sent_with.get("context") or {})
+        with Heartbeat(chunk):
+            if todo == "run":
+                items = decode_chunk(chunk.items, using)
+                report = run_chain(run.pipeline_name, items, options, context, record=record)
+                results = report.results
+            else:
+                payload = chunk.results or {"values": []}
+                results = items = decode_chunk(payload, using)
+            _triggers(run, results, options, context)
+        chunk.triggers_done()
         outcome = "done"
     except ChunkAlreadyDone:
         outcome = "skipped"
     except CONNECTION_ERRORS as exc:
         close_connections()
-        if record.committed_work:
-            logger.exception("Run %s chunk %s: a database error after commit", run_id, chunk_id)
-            outcome = "done"
-        elif retries < max_retries:
+        if retries < max_retries:
             raise
-        else:
-            _record_failure(record, decoded, exc, using)
-            outcome = "failed"
+        outcome = _give_up(record, payload, items, exc, using)
     except Exception as exc:
-        if record.committed_work:  # a trigger failed: its errors are its own
-            logger.exception("Run %s chunk %s: a trigger failed", run_id, chunk_id)
-            outcome = "done"
-        else:
-            _record_failure(record, decoded, exc, using)
-            outcome = "failed"
+        outcome = _give_up(record, payload, items, exc, using)
     finish_if_complete(run)
     return outcome
 
 
-def _record_failure(record: ChunkRecord, decoded, exc, using: str) -> None:
+def _triggers(run, results, options, context) -> None:
+    """Run the chunk's triggers; their failures are their own (their records say so),
+    except connection errors, which the chunk is retried for."""
+    try:
+        run_triggers(run.pipeline_name, results, options, context, run)
+    except CONNECTION_ERRORS:
+        raise
+    except Exception:
+        logger.exception("Run %s chunk: a triggered run failed", run.pk)
+
+
+def _give_up(record: ChunkRecord, payload: dict, items, exc, using: str) -> str:
+    """Record what the chunk had left (``payload``, decoded as ``items``) as errors;
+    ``"left"`` if the database is still away, for the sweep to send the chunk again."""
+    try:
+        _record_failure(record, payload, items, exc, using)
+    except CONNECTION_ERRORS:
+        close_connections()
+        logger.error("Chunk %s of run %s: the database is still away; the sweep sends it "
+                     "again", record.chunk.pk, record.run.pk)
+        return "left"
+    return "failed"
+
+
+def _record_failure(record: ChunkRecord, payload: dict, decoded, exc, using: str) -> None:
     if not isinstance(exc, DatapipeError):
         wrapped = ChunkFailed(f"The chunk failed as a whole: {type(exc).__name__}: {exc}")
         wrapped.__cause__ = exc
         wrapped.__traceback__ = exc.__traceback__
         exc = wrapped
-    payload = record.chunk.items
     if isinstance(decoded, QuerySet) or not decoded:
         try:
             decoded = list(decode_chunk(payload, using))
+        except CONNECTION_ERRORS:
+            raise
         except Exception:  # the items cannot even be read: record what the payload holds
             logger.exception("Could not read the items of chunk %s", record.chunk.pk)
             decoded = payload_values(payload)
-    record.fail(list(decoded), exc)
+    record.give_up(list(decoded), exc)
 
 
 def close_connections() -> None:

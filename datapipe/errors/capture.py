@@ -1,13 +1,15 @@
-"""Capturing a failure while its traceback is alive: frames, signature, rendered page.
+"""Capturing a failure while its traceback is alive: message, args, frames, signature.
 
 What a :class:`~datapipe.models.PipelineError` row holds is computed here, from the
-exception and the item; :mod:`datapipe.errors.store` writes the rows.
+exception and the item, as storable text (:mod:`datapipe.errors.text`); the page is
+:mod:`datapipe.errors.page`'s; :mod:`datapipe.errors.store` writes the rows.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import os
 import subprocess
 import traceback
@@ -16,12 +18,12 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
-from django.views.debug import ExceptionReporter, get_default_exception_reporter_filter
 
 from .. import conf
 from ..identity import identity, json_value
+from .text import cut, readable, storable, storable_json
 
-__all__ = ["CapturedError", "capture", "code_revision", "render_page"]
+__all__ = ["CapturedError", "args_of", "capture", "code_revision", "message_of"]
 
 
 @functools.cache
@@ -57,10 +59,18 @@ def _relative(filename: str) -> str:
     return filename
 
 
+#: Characters kept of an item's repr and of each frame's file, function and code line.
+REPR_MAX = 1000
+
+#: Characters kept of an exception type's name (the column's length).
+TYPE_MAX = 255
+
+
 def frames_of(exc: BaseException) -> list[dict]:
-    """The stack of ``exc`` as JSON frames: file, line, function, code."""
+    """The stack of ``exc`` as JSON frames: file, line, function, code (storable)."""
     return [
-        {"file": _relative(f.filename), "line": f.lineno, "function": f.name, "code": f.line or ""}
+        {"file": storable(_relative(f.filename), REPR_MAX), "line": f.lineno,
+         "function": storable(f.name, REPR_MAX), "code": storable(f.line or "", REPR_MAX)}
         for f in traceback.extract_tb(exc.__traceback__)
     ]
 
@@ -73,12 +83,49 @@ def signature_of(error_type: str, frames: list[dict]) -> str:
     return digest.hexdigest()
 
 
-def _safe_args(exc: BaseException) -> list:
-    return [arg if json_value(arg) == arg else repr(arg) for arg in exc.args]
+def message_of(exc: BaseException) -> str:
+    """The message of ``exc`` as stored: ``str(exc)`` (a placeholder when it raises),
+    cleansed, escaped, cut at ``DATAPIPE["ERROR_MESSAGE_MAX"]``."""
+    return storable(readable(lambda: str(exc), "message"), conf.get("ERROR_MESSAGE_MAX"))
+
+
+def args_of(exc: BaseException) -> list:
+    """The args of ``exc`` as stored: JSON values kept, others as their repr; storable.
+
+    Longer than ``DATAPIPE["ERROR_ARGS_MAX"]`` as JSON, they are cut: a single string
+    argument itself, any other args as one string, their JSON text.
+    """
+    try:
+        args = storable_json([_json_or_repr(arg) for arg in exc.args])
+    except Exception:  # an ``args`` property that raises, or args that do not iterate
+        args = [readable(lambda: repr(exc.args), "args")]
+    limit = conf.get("ERROR_ARGS_MAX")
+    text = json.dumps(args, ensure_ascii=False)
+    if len(text) > limit:
+        single = len(args) == 1 and isinstance(args[0], str)
+        args = [cut(args[0] if single else text, limit)]
+    return args
+
+
+def _json_or_repr(arg: Any) -> Any:
+    try:
+        value = json_value(arg)  # the copy is stored: plain JSON whatever ``arg`` is
+        if value == arg:
+            return value
+    except Exception:  # an __eq__ that raises
+        pass
+    return readable(lambda: repr(arg), "repr")
+
+
+def error_type_of(exc: BaseException) -> str:
+    """The exception's class as ``module.QualName`` (builtins without module)."""
+    cls = type(exc)
+    name = readable(lambda: f"{cls.__module__}.{cls.__qualname__}", "type")
+    return storable(name.removeprefix("builtins."), TYPE_MAX)
 
 
 class CapturedError:
-    """An exception on one item, captured with everything its row needs."""
+    """An exception on one item, captured with everything its row needs (storable)."""
 
     __slots__ = (
         "pipeline_name", "item", "content_type_id", "item_id", "item_value", "item_key",
@@ -92,54 +139,25 @@ class CapturedError:
 
 def capture(pipeline_name: str, item: Any, exc: BaseException,
             using: str = "default") -> CapturedError:
-    """Capture ``exc`` raised while processing ``item`` (without its rendered page)."""
+    """Capture ``exc`` raised while processing ``item`` (without its rendered page).
+
+    Every text is made storable (:mod:`datapipe.errors.text`); an exception or item
+    whose ``__str__``/``__repr__`` raises leaves a placeholder.
+    """
     error = CapturedError()
     error.pipeline_name = pipeline_name
     error.item = item
     error.exception = exc
     error.content_type_id, error.item_id, error.item_key = identity(item, using)
-    error.item_value = None if error.item_id is not None else json_value(item)
-    try:
-        error.item_repr = repr(item)[:1000]
-    except Exception as repr_exc:  # a broken __repr__ must not lose the error
-        error.item_repr = f"<{type(item).__name__}: repr failed: {repr_exc!r}>"
-    error.error_type = f"{type(exc).__module__}.{type(exc).__qualname__}".removeprefix("builtins.")
-    error.error_message = str(exc)[:10000]
-    error.error_args = _safe_args(exc)
+    # The value is the item that reprocessing runs again: escaped, not cleansed.
+    error.item_value = (None if error.item_id is not None
+                        else storable_json(json_value(item), cleanse=False))
+    error.item_repr = storable(readable(lambda: repr(item), "repr"), REPR_MAX)
+    error.error_type = error_type_of(exc)
+    error.error_message = message_of(exc)
+    error.error_args = args_of(exc)
     error.frames = frames_of(exc)
     error.signature = signature_of(error.error_type, error.frames)
     error.traceback_html = ""
     error.seen_at = timezone.now()
     return error
-
-
-def render_page(exc: BaseException) -> str:
-    """Django's technical 500 page for ``exc``: escaped, sensitive variables cleansed."""
-    reporter = ExceptionReporter(None, type(exc), exc, exc.__traceback__)
-    reporter.filter = _locals_cleansing_filter()
-    return reporter.get_traceback_html()
-
-
-class CleansedLocalsMixin:
-    """Also cleanses local variables that look sensitive, as settings are.
-
-    Django cleanses only the locals named by ``@sensitive_variables``; a failing item's
-    frames often hold a ``password`` or an ``api_key`` without that decorator, and the
-    page is stored in the database. Names (and dict keys) matching the filter's
-    ``hidden_settings`` are replaced by its ``cleansed_substitute``.
-    """
-
-    def get_traceback_frame_variables(self, request, tb_frame):
-        variables = super().get_traceback_frame_variables(request, tb_frame)
-        return [
-            (name, self.cleanse_setting(name, value))
-            if isinstance(value, dict) or self.hidden_settings.search(name)
-            else (name, value)
-            for name, value in variables
-        ]
-
-
-def _locals_cleansing_filter():
-    """The project's exception reporter filter, extended by :class:`CleansedLocalsMixin`."""
-    base = type(get_default_exception_reporter_filter())
-    return type(base.__name__, (CleansedLocalsMixin, base), {})()

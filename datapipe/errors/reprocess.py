@@ -24,6 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 
 from ..exceptions import DatapipeError
+from ..options import flag
 from ..registry import registry
 from ..report import RunReport
 
@@ -123,6 +124,7 @@ def reprocess(
     """
     from ..session import get_session
 
+    in_celery = flag("in_celery", in_celery)
     if in_celery and importlib.util.find_spec("datapipe.distributed") is None:
         raise DatapipeError("Reprocessing in Celery needs datapipe.distributed, not installed.")
     result = ReprocessResult(in_celery=in_celery)

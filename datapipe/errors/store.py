@@ -18,7 +18,8 @@ from django.utils import timezone
 
 from .. import conf
 from ..identity import identity
-from .capture import CapturedError, capture, code_revision, render_page
+from .capture import CapturedError, capture, code_revision
+from .page import render_page
 
 __all__ = ["ErrorCollector", "ErrorResolver", "save_errors"]
 
@@ -78,7 +79,7 @@ class ErrorCollector:
         error = capture(self.pipeline_name, item, exc, self.using)
         if self._pages[error.signature] < limit:
             self._pages[error.signature] += 1
-            error.traceback_html = render_page(exc)
+            error.traceback_html = render_page(exc, error.error_message)
         self.captured.append(error)
         self._pending.append(error)
         return error

@@ -1,7 +1,8 @@
 """The models of datapipe: run records and chunks, reparse trackers, collected errors."""
 
+from .chunks import PipelineChunk
 from .errors import PipelineError
-from .runs import PipelineChunk, PipelineRun
+from .runs import PipelineRun
 from .tracks import PipelineTrack
 
 __all__ = ["PipelineChunk", "PipelineError", "PipelineRun", "PipelineTrack"]

@@ -1,23 +1,24 @@
-"""Run records and chunk rows, with every transition of their state.
+"""Run records, with every transition of their state.
 
-This module is the one owner of :class:`PipelineRun` and :class:`PipelineChunk`
-state: runs are started, progressed, closed and finished here, chunks delivered,
-locked, done, failed and reset here; progress is computed here
-(:meth:`PipelineRun.progress`) for the run handle, the command line and the admin.
+This module (with :mod:`.chunks` for the chunks of distributed runs) is the one owner
+of run state: runs are started, progressed, closed and finished here; progress is
+computed here (:meth:`PipelineRun.progress`) for the run handle, the command line and
+the admin.
 """
 
 from __future__ import annotations
 
-import os
-import socket
+from datetime import timedelta
 
 from django.db import models
-from django.db.models import Count, F
+from django.db.models import Count, F, Max
+from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from .. import conf
 from ..report import COUNTS
 
-__all__ = ["PipelineChunk", "PipelineRun", "by_status"]
+__all__ = ["PipelineRun", "by_status", "stale_after_seconds"]
 
 
 class RunQuerySet(models.QuerySet):
@@ -26,6 +27,17 @@ class RunQuerySet(models.QuerySet):
     def roots(self):
         """Runs started by a caller, not by another run (depends, triggers, chunks)."""
         return self.filter(parent__isnull=True)
+
+    def stale(self, stale_after: float | None = None):
+        """Distributed runs still running that stopped moving: no chunk of theirs sent,
+        started, finished or with a heartbeat for ``stale_after`` seconds (default
+        ``DATAPIPE["STALE_AFTER"]``)."""
+        before = timezone.now() - timedelta(seconds=stale_after_seconds(stale_after))
+        sent = Max("chunks__dispatched_at")
+        moved = Greatest(*(Coalesce(Max(f"chunks__{name}"), sent) for name in (
+            "dispatched_at", "started_at", "finished_at", "heartbeat_at")))
+        return self.filter(status=PipelineRun.Status.RUNNING, distributed=True).annotate(
+            last_moved=Coalesce(moved, F("started_at"))).filter(last_moved__lt=before)
 
 
 class PipelineRun(models.Model):
@@ -70,6 +82,7 @@ class PipelineRun(models.Model):
 
     class Meta:
         ordering = ["-started_at", "-id"]
+        permissions = [("resend_pipelinerun", "Can resend the lost chunks of pipeline runs")]
 
     def __str__(self):
         return f"{self.pipeline_name} #{self.pk} ({self.status})"
@@ -107,21 +120,36 @@ class PipelineRun(models.Model):
         self.chunks_done, self.finished_at = self.chunks_total, timezone.now()
         self.save(update_fields=[*values, "status", "message", "chunks_done", "finished_at"])
 
-    def add_chunk(self, counts, chunk_failed: bool = False) -> None:
-        """Fold a finished chunk's counts into the run (in the chunk's transaction)."""
+    def add_chunk(self, counts, done: bool = True) -> None:
+        """Fold a chunk's counts into the run (in the chunk's transaction); count the
+        chunk done unless its triggers are still to run (:meth:`add_done_chunk`)."""
         values = self.counts_update(counts)
         added = {name: F(name) + values[name] for name in COUNTS}
         if values["broke"]:
             added["broke"] = True
-        type(self).objects.using(self._state.db).filter(pk=self.pk).update(
-            chunks_done=F("chunks_done") + 1, **added
-        )
+        if done:
+            added["chunks_done"] = F("chunks_done") + 1
+        self._row().update(**added)
 
-    def claim_finish(self) -> bool:
-        """True for exactly one caller once every chunk is finished (no chord needed)."""
-        return bool(type(self).objects.using(self._state.db).filter(
-            pk=self.pk, finished_at__isnull=True, chunks_done__gte=F("chunks_total"),
-        ).update(finished_at=timezone.now()))
+    def add_done_chunk(self) -> None:
+        """Count one more chunk done (its triggers have run)."""
+        self._row().update(chunks_done=F("chunks_done") + 1)
+
+    def _row(self):
+        return type(self).objects.using(self._state.db).filter(pk=self.pk)
+
+    def claim_finish(self, stale_after: float | None = None) -> bool:
+        """True for exactly one caller once every chunk is finished (no chord needed).
+
+        With ``stale_after`` (seconds), a claim older than that whose ``finish_run``
+        never ended (its worker died) is claimed again.
+        """
+        runs = self._row().filter(status=self.Status.RUNNING, chunks_done__gte=F("chunks_total"))
+        if stale_after is None:
+            runs = runs.filter(finished_at__isnull=True)
+        else:
+            runs = runs.filter(finished_at__lt=timezone.now() - timedelta(seconds=stale_after))
+        return bool(runs.update(finished_at=timezone.now()))
 
     def set_outcome(self, status: str, message: str = "") -> None:
         """Write the final status of a distributed run (after :meth:`claim_finish`)."""
@@ -151,6 +179,8 @@ class PipelineRun(models.Model):
             chunks = dict(self.chunks.values_list("status").annotate(n=Count("pk")).order_by())
         children = dict(self.children.values_list("status").annotate(n=Count("pk")).order_by())
         total = self.chunks_total
+        stale = self.distributed and self.status == self.Status.RUNNING and (
+            type(self).objects.using(self._state.db).stale().filter(pk=self.pk).exists())
         return {
             "run_id": self.pk,
             "pipeline": self.pipeline_name,
@@ -163,6 +193,7 @@ class PipelineRun(models.Model):
             **{name: getattr(self, name) for name in COUNTS},
             "broke": self.broke,
             "finished": self.status != self.Status.RUNNING,
+            "stale": stale,
             "message": self.message,
             "elapsed": ((self.finished_at or timezone.now()) - self.started_at).total_seconds(),
             "fraction": (self.chunks_done / total if total else 1.0) if self.distributed
@@ -206,115 +237,9 @@ def by_status(counts: dict) -> str:
     return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
+def stale_after_seconds(value: float | None) -> float:
+    return conf.get("STALE_AFTER") if value is None else value
+
+
 def _count(counts, name: str):
     return counts.get(name, 0) if isinstance(counts, dict) else getattr(counts, name)
-
-
-class ChunkQuerySet(models.QuerySet):
-    """Chunk rows, with the transitions that concern several at once."""
-
-    def reset_for_resend(self, chunks: list) -> None:
-        """Put ``chunks`` back to dispatched, with a new task id; count the resend."""
-        import uuid
-
-        Status = PipelineChunk.Status
-        now = timezone.now()
-        for chunk in chunks:
-            chunk.status, chunk.broke, chunk.deliveries = Status.DISPATCHED, False, 0
-            for name in COUNTS:
-                setattr(chunk, name, 0)
-            chunk.task_id, chunk.dispatched_at, chunk.message = str(uuid.uuid4()), now, ""
-            chunk.started_at = chunk.finished_at = chunk.context = None
-            chunk.resends += 1
-        self.bulk_update(chunks, [
-            "status", "broke", "deliveries", *COUNTS, "task_id", "dispatched_at", "message",
-            "started_at", "finished_at", "context", "resends",
-        ])
-
-
-class PipelineChunk(models.Model):
-    """One chunk of a distributed run: its items, where it stands, and its counts.
-
-    ``items`` is the chunk's payload (see :mod:`datapipe.distributed.chunks`), read by
-    the worker from this row (the task message carries ids only). The counts are
-    written in the transaction that did the chunk's work, so a chunk delivered twice
-    is counted once.
-    """
-
-    class Status(models.TextChoices):
-        DISPATCHED = "dispatched", "dispatched"
-        RUNNING = "running", "running"
-        DONE = "done", "done"
-        FAILED = "failed", "failed"
-        LOST = "lost", "lost"
-
-    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="chunks")
-    index = models.PositiveIntegerField()
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.DISPATCHED)
-    items = models.JSONField()
-    size = models.PositiveIntegerField()
-    processed = models.PositiveIntegerField(default=0)
-    succeeded = models.PositiveIntegerField(default=0)
-    continued = models.PositiveIntegerField(default=0)
-    ignored = models.PositiveIntegerField(default=0)
-    errored = models.PositiveIntegerField(default=0)
-    broke = models.BooleanField(default=False)
-    deliveries = models.PositiveIntegerField(
-        default=0,
-        help_text="How many times a worker started the chunk since it was last sent "
-        "(retries included).",
-    )
-    resends = models.PositiveIntegerField(
-        default=0, help_text="How many times the chunk was sent again after it was lost."
-    )
-    task_id = models.CharField(max_length=255, blank=True)
-    worker = models.CharField(max_length=255, blank=True)
-    context = models.JSONField(
-        null=True, blank=True, help_text="The context as the chunk left it (when JSON-encodable)."
-    )
-    message = models.TextField(blank=True)
-    dispatched_at = models.DateTimeField()
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    objects = ChunkQuerySet.as_manager()
-
-    class Meta:
-        ordering = ["run", "index"]
-        constraints = [
-            models.UniqueConstraint(fields=["run", "index"], name="datapipe_chunk_unique_index")
-        ]
-
-    def __str__(self):
-        return f"chunk {self.index} of run {self.run_id} ({self.status})"
-
-    def _row(self):
-        return type(self).objects.using(self._state.db).filter(pk=self.pk)
-
-    def start_delivery(self) -> int | None:
-        """Count a delivery and mark the chunk running; None when it is finished already.
-
-        Returns how many times the chunk was delivered since it was last (re)sent.
-        """
-        Status = self.Status
-        started = self._row().exclude(status__in=[Status.DONE, Status.FAILED]).update(
-            status=Status.RUNNING, deliveries=F("deliveries") + 1, started_at=timezone.now(),
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-        )
-        if not started:
-            return None
-        self.refresh_from_db(fields=["deliveries", "status", "started_at", "worker"])
-        return self.deliveries
-
-    def lock_running(self) -> bool:
-        """Lock the row (in the chunk's transaction); True if it is still running."""
-        status = self._row().select_for_update().values_list("status", flat=True).first()
-        return status == self.Status.RUNNING
-
-    def finish(self, counts, context, message: str = "") -> None:
-        """Mark the chunk done (or failed, with ``message``) and fold its counts into the run."""
-        values = self.run.counts_update(counts)
-        status = self.Status.FAILED if message else self.Status.DONE
-        self._row().update(status=status, **values, context=context, message=message[:2000],
-                           finished_at=timezone.now())
-        self.run.add_chunk(counts)

@@ -19,7 +19,7 @@ from django.apps import apps
 from django.core.exceptions import FieldError, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
-from datapipe import get_session, registry
+from datapipe import conf, get_session, registry
 from datapipe.errors.groups import group_rows
 from datapipe.errors.reprocess import reprocess
 from datapipe.exceptions import DatapipeError
@@ -75,8 +75,14 @@ class Command(BaseCommand):
         resend = sub.add_parser("resend", help="Send a run's failed and lost chunks again.")
         resend.add_argument("run_id", type=int)
         resend.add_argument("--stale-after", type=float, metavar="SECONDS",
-                            help="First mark chunks running or queued for longer as lost.")
+                            help="First mark lost the chunks of a run that did not move for "
+                                 "that long, and those whose worker gave no sign of life.")
         resend.add_argument("--queue", help="Send them to this queue instead.")
+
+        sweep = sub.add_parser("sweep", help="Heal the distributed runs that stopped moving "
+                               "(what the periodic task datapipe.sweep does).")
+        sweep.add_argument("--stale-after", type=float, metavar="SECONDS",
+                           help='Instead of DATAPIPE["STALE_AFTER"].')
 
         errors = sub.add_parser("errors", help="Collected errors, one line per failure.")
         errors.add_argument("--pipeline", help="Only this pipeline's errors.")
@@ -186,7 +192,11 @@ class Command(BaseCommand):
         progress = run.progress()
         elapsed = f"{progress['elapsed']:.1f}s" + ("" if progress["finished"] else " (running)")
         fields = [
-            ("run", run.pk), ("pipeline", progress["pipeline"]), ("status", progress["status"]),
+            ("run", run.pk), ("pipeline", progress["pipeline"]),
+            ("status", progress["status"] + (
+                f" (stale: no chunk moved for {conf.get('STALE_AFTER')} s; the sweep sends "
+                f"them again, or `datapipe resend {run.pk} --stale-after 0`)"
+                if progress["stale"] else "")),
             ("distributed", "yes" if progress["distributed"] else "no"),
         ]
         if run.parent_id is not None:
@@ -235,13 +245,23 @@ class Command(BaseCommand):
                      f"{child.processed} processed, {child.errored} errored{how}")
 
     def handle_resend(self, run_id, stale_after, queue, **options):
-        self.run_record(run_id)
-        try:
-            from datapipe.distributed.dispatch import resend
-        except ImportError as exc:
-            raise CommandError("Resending needs datapipe.distributed.") from exc
+        from datapipe.distributed.dispatch import resend
+
+        run = self.run_record(run_id)
         sent = resend(run_id, stale_after=stale_after, queue=queue)
+        if not sent:
+            hint = ("" if stale_after is not None or run.status != run.Status.RUNNING else
+                    "; if its chunks stopped moving, add --stale-after SECONDS")
+            raise CommandError(f"Run {run_id} of {run.pipeline_name!r} ({run.status}) has no "
+                               f"lost or failed chunk to send{hint}.")
         self.say(f"{sent} chunks of run {run_id} sent again.")
+
+    def handle_sweep(self, stale_after, **options):
+        from datapipe.distributed.sweep import sweep
+
+        if stale_after is not None and not stale_after >= 0:
+            raise CommandError("--stale-after must be a number of seconds, 0 or more.")
+        self.say(f"Sweep: {sweep(stale_after)}.")
 
     # Errors ----------------------------------------------------------------------------------
 
