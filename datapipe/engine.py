@@ -61,7 +61,9 @@ class Engine:
         self.report = RunReport(name, run_id=record.run.pk)
         self.buffer = SaveBuffer(self.using)
         self.state = PipeState(context, sink=self.buffer)
-        self.errors = ErrorCollector(name, self.using)
+        # Chunks of a distributed run share its cap of stored pages per failure.
+        self.errors = ErrorCollector(name, self.using,
+                                     run=record.run if record.run.distributed else None)
         self.tracker = Tracker(name, self.using, triggered_by, enabled=self.cls.track)
 
     def run(self, items: Any) -> RunReport:

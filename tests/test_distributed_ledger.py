@@ -154,3 +154,18 @@ def test_the_sweep_claims_again_a_finish_run_whose_worker_died(db):
     assert sweep().finished == [handle.id]
     assert handle.run.status == "done"
     assert list(ResultItem.objects.values_list("number", flat=True)) == [10.0]
+
+
+@override_settings(DATAPIPE={"TRACEBACK_PAGES_PER_SIGNATURE": 1})
+def test_chunks_of_a_run_share_its_cap_of_stored_pages_per_failure(db):
+    for number in range(6):
+        SourceItem.objects.create(number=number, behaviour="error")
+    handle = get_session().run_in_celery(SourceItem.objects.all(), "flow",
+                                         celery_chunksize=2, queue="never-sent")
+
+    for chunk in PipelineChunk.objects.filter(run_id=handle.id):
+        deliver(handle, chunk)
+
+    rows = PipelineError.objects.filter(pipeline_name="flow")
+    assert rows.count() == 6
+    assert rows.exclude(traceback_html="").count() == 1

@@ -27,8 +27,10 @@ from django.db.models import QuerySet
 from django.db.models.query import ModelIterable
 from django.utils import timezone
 
+from ..errors.text import storable
 from ..exceptions import DispatchFailed, NothingToResend
 from ..identity import database_for
+from ..lifecycle import describe
 from ..options import refuse_unknown
 from .chunks import encode_chunks, json_copy, json_problem, payload_size
 from .ledger import finish_if_complete
@@ -133,13 +135,16 @@ def _send(run, chunks: QuerySet) -> None:
 
 
 def _dispatch_failed(run, unsent: QuerySet, exc: Exception):
+    from ..models.runs import MESSAGE_MAX
+
     Status = unsent.model.Status
     lost = unsent.filter(status=Status.DISPATCHED).update(status=Status.LOST)
-    message = (f"Dispatch failed: the broker could not be reached ({type(exc).__name__}: "
-               f"{exc}); {lost} chunks not sent. Send them with `manage.py datapipe resend "
+    message = (f"Dispatch failed: the broker could not be reached ({describe(exc)}); "
+               f"{lost} chunks not sent. Send them with `manage.py datapipe resend "
                f"{run.pk}` once it is back.")
     type(run).objects.using(unsent.db).filter(pk=run.pk).update(
-        status=run.Status.FAILED, message=message[:2000], finished_at=timezone.now())
+        status=run.Status.FAILED, message=storable(message, MESSAGE_MAX),
+        finished_at=timezone.now())
     logger.error("Run %s of %r: %s", run.pk, run.pipeline_name, message)
     raise DispatchFailed(run.pk, f"Run {run.pk} of {run.pipeline_name!r}: {message}") from exc
 

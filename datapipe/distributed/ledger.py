@@ -24,7 +24,7 @@ from django.db import transaction
 from .. import conf
 from ..errors.store import ErrorCollector
 from ..exceptions import DatapipeError, ItemNotSerializable
-from ..lifecycle import RunRecord
+from ..lifecycle import RunRecord, describe
 from ..pipe import PipeState
 from ..registry import registry
 from .chunks import encode_chunks, json_copy
@@ -103,7 +103,7 @@ class ChunkRecord(RunRecord):
             if status in (Status.RUNNING, Status.DISPATCHED, Status.LOST):
                 _record(self.run.pipeline_name, items, exc, self.using, self.run)
                 counts = {"processed": len(items), "errored": len(items)}
-                chunk.finish(counts, None, _message(exc))
+                chunk.finish(counts, None, describe(exc))
             elif status == Status.COMMITTED:
                 for target in registry.triggers_of(self.run.pipeline_name):
                     _record(target, items, exc, self.using, self.run)
@@ -111,17 +111,10 @@ class ChunkRecord(RunRecord):
 
 
 def _record(pipeline_name: str, items: list, exc: BaseException, using: str, run) -> None:
-    errors = ErrorCollector(pipeline_name, using)
+    errors = ErrorCollector(pipeline_name, using, run=run)
     for item in items:
         errors.add(item, exc)
     errors.save(run)
-
-
-def _message(exc: BaseException) -> str:
-    try:
-        return f"{type(exc).__name__}: {exc}"
-    except Exception:
-        return type(exc).__name__
 
 
 def _json_or_none(value):
@@ -165,6 +158,6 @@ def finish_if_complete(run, stale_after: float | None = None) -> bool:
         cls(state=PipeState(run.dispatch.get("context") or {})).finish_run(run)
     except Exception as exc:
         logger.exception("finish_run of run %s of %r failed", run.pk, run.pipeline_name)
-        status, message = run.Status.FAILED, f"finish_run: {_message(exc)}"
+        status, message = run.Status.FAILED, f"finish_run: {describe(exc)}"
     run.set_outcome(status, message)
     return True

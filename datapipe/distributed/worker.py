@@ -21,6 +21,7 @@ from django.db.models import QuerySet
 from .. import conf
 from ..chain import run_chain, run_triggers
 from ..exceptions import DatapipeError
+from ..lifecycle import describe
 from ..options import RunOptions
 from ..pipe import AttrDict
 from .chunks import decode_chunk, payload_values
@@ -152,7 +153,7 @@ def _give_up(record: ChunkRecord, payload: dict, items, exc, using: str) -> str:
 
 def _record_failure(record: ChunkRecord, payload: dict, decoded, exc, using: str) -> None:
     if not isinstance(exc, DatapipeError):
-        wrapped = ChunkFailed(f"The chunk failed as a whole: {type(exc).__name__}: {exc}")
+        wrapped = ChunkFailed(f"The chunk failed as a whole: {describe(exc)}")
         wrapped.__cause__ = exc
         wrapped.__traceback__ = exc.__traceback__
         exc = wrapped

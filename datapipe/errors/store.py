@@ -64,19 +64,36 @@ class ErrorResolver:
 
 
 class ErrorCollector:
-    """Captures a run's failures and writes them as rows once the transaction is over."""
+    """Captures a run's failures and writes them as rows once the transaction is over.
 
-    def __init__(self, pipeline_name: str, using: str):
+    At most ``TRACEBACK_PAGES_PER_SIGNATURE`` rendered pages are stored per failure and
+    run: with ``run`` (a distributed run, whose chunks each collect their own), the pages
+    its other chunks stored count too (one query per failure met in the chunk).
+    """
+
+    def __init__(self, pipeline_name: str, using: str, run=None):
         self.pipeline_name = pipeline_name
         self.using = using
+        self.run = run
         self.captured: list[CapturedError] = []
         self._pages = Counter()
         self._pending: list[CapturedError] = []
+
+    def _pages_stored(self, signature: str) -> int:
+        from ..models import PipelineError
+
+        if self.run is None:
+            return 0
+        return PipelineError.objects.using(self.using).filter(
+            run=self.run, pipeline_name=self.pipeline_name, signature=signature,
+        ).exclude(traceback_html="").count()
 
     def add(self, item: Any, exc: BaseException) -> CapturedError:
         """Capture a failure of ``item``."""
         limit = conf.get("TRACEBACK_PAGES_PER_SIGNATURE")
         error = capture(self.pipeline_name, item, exc, self.using)
+        if error.signature not in self._pages:
+            self._pages[error.signature] = self._pages_stored(error.signature)
         if self._pages[error.signature] < limit:
             self._pages[error.signature] += 1
             error.traceback_html = render_page(exc, error.error_message)

@@ -16,9 +16,10 @@ from django.db.models import F
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
+from ..errors.text import storable
 from ..report import COUNTS
 from ..transactions import advisory_lock
-from .runs import PipelineRun, stale_after_seconds
+from .runs import MESSAGE_MAX, PipelineRun, stale_after_seconds
 
 __all__ = ["PipelineChunk"]
 
@@ -168,8 +169,8 @@ class PipelineChunk(models.Model):
         status = Status.FAILED if message else Status.COMMITTED if triggers else Status.DONE
         # The run's row first, then the chunk's: the order resend locks them in.
         self.run.add_chunk(counts, done=status != Status.COMMITTED)
-        self._row().update(status=status, **values, context=context, message=message[:2000],
-                           results=results, finished_at=timezone.now())
+        self._row().update(status=status, **values, context=context, results=results,
+                           message=storable(message, MESSAGE_MAX), finished_at=timezone.now())
 
     def triggers_done(self) -> bool:
         """Mark a committed chunk done once its triggers ran; True if this call did."""

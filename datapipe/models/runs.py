@@ -16,9 +16,13 @@ from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from .. import conf
+from ..errors.text import storable
 from ..report import COUNTS
 
-__all__ = ["PipelineRun", "by_status", "stale_after_seconds"]
+__all__ = ["MESSAGE_MAX", "PipelineRun", "by_status", "stale_after_seconds"]
+
+#: Characters of a run's or a chunk's message kept (escaped and cleansed as error text).
+MESSAGE_MAX = 2000
 
 
 class RunQuerySet(models.QuerySet):
@@ -116,7 +120,7 @@ class PipelineRun(models.Model):
         values = self.counts_update(counts)
         for name, value in values.items():
             setattr(self, name, value)
-        self.status, self.message = status, message[:2000]
+        self.status, self.message = status, storable(message, MESSAGE_MAX)
         self.chunks_done, self.finished_at = self.chunks_total, timezone.now()
         self.save(update_fields=[*values, "status", "message", "chunks_done", "finished_at"])
 
@@ -154,8 +158,8 @@ class PipelineRun(models.Model):
     def set_outcome(self, status: str, message: str = "") -> None:
         """Write the final status of a distributed run (after :meth:`claim_finish`)."""
         type(self).objects.using(self._state.db).filter(pk=self.pk).update(
-            status=status, message=message[:2000])
-        self.status, self.message = status, message[:2000]
+            status=status, message=storable(message, MESSAGE_MAX))
+        self.status, self.message = status, storable(message, MESSAGE_MAX)
 
     def reopen(self, failed_chunks: list) -> None:
         """Open a distributed run again for chunks that are re-sent; failed ones'

@@ -13,11 +13,14 @@ Subcommands::
 
 from __future__ import annotations
 
+import math
+import re
 import time
 
 from django.apps import apps
 from django.core.exceptions import FieldError, ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, transaction
 
 from datapipe import conf, get_session, registry
 from datapipe.errors.groups import group_rows
@@ -36,6 +39,27 @@ TREE_DEPTH = 5
 CHILDREN_PER_RUN = 50
 #: and how many lines of child runs in all.
 TREE_LINES = 500
+
+
+# Terminal control characters (but newline and tab) and lone surrogates: shown escaped,
+# so that text from the data (an exception message) cannot drive the terminal.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters and lone surrogates escaped (``\\x1b``)."""
+    return _UNPRINTABLE.sub(lambda m: ascii(m.group())[1:-1], text)
+
+
+def seconds(value: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(value)
+    return number
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -74,14 +98,14 @@ class Command(BaseCommand):
 
         resend = sub.add_parser("resend", help="Send a run's failed and lost chunks again.")
         resend.add_argument("run_id", type=int)
-        resend.add_argument("--stale-after", type=float, metavar="SECONDS",
+        resend.add_argument("--stale-after", type=seconds, metavar="SECONDS",
                             help="First mark lost the chunks of a run that did not move for "
                                  "that long, and those whose worker gave no sign of life.")
         resend.add_argument("--queue", help="Send them to this queue instead.")
 
         sweep = sub.add_parser("sweep", help="Heal the distributed runs that stopped moving "
                                "(what the periodic task datapipe.sweep does).")
-        sweep.add_argument("--stale-after", type=float, metavar="SECONDS",
+        sweep.add_argument("--stale-after", type=seconds, metavar="SECONDS",
                            help='Instead of DATAPIPE["STALE_AFTER"].')
 
         errors = sub.add_parser("errors", help="Collected errors, one line per failure.")
@@ -100,10 +124,12 @@ class Command(BaseCommand):
         try:
             getattr(self, "handle_" + subcommand)(**options)
         except DatapipeError as exc:  # unknown pipeline, Celery not available, ...
-            raise CommandError(str(exc)) from exc
+            raise CommandError(printable(str(exc))) from exc
+        except CommandError as exc:
+            raise CommandError(printable(str(exc))) from exc
 
     def say(self, text: str = "") -> None:
-        self.stdout.write(text)
+        self.stdout.write(printable(text))
 
     # Pipelines -----------------------------------------------------------------------------
 
@@ -146,11 +172,20 @@ class Command(BaseCommand):
             field, sep, value = text.partition("=")
             if not sep or not field:
                 raise CommandError(f"Bad filter {text!r}: write it as field=value.")
+            if field.endswith("__in"):
+                value = value.split(",") if value else []
+            elif field.endswith("__isnull"):
+                if value.lower() not in ("true", "false"):
+                    raise CommandError(f"Bad filter {text!r}: __isnull takes true or false.")
+                value = value.lower() == "true"
             lookups[field] = value
         try:
-            return model._default_manager.filter(**lookups)
-        except (FieldError, ValidationError, ValueError, TypeError) as exc:
+            items = model._default_manager.filter(**lookups)
+            with transaction.atomic(using=items.db):  # a value the database refuses (a bad
+                items.exists()                        # regex): said now, not mid-run
+        except (FieldError, ValidationError, ValueError, TypeError, DatabaseError) as exc:
             raise CommandError(f"Bad filter on {label}: {exc}") from exc
+        return items
 
     def print_report(self, report, indent: str = "") -> None:
         for dependency in report.dependencies:
@@ -259,8 +294,6 @@ class Command(BaseCommand):
     def handle_sweep(self, stale_after, **options):
         from datapipe.distributed.sweep import sweep
 
-        if stale_after is not None and not stale_after >= 0:
-            raise CommandError("--stale-after must be a number of seconds, 0 or more.")
         self.say(f"Sweep: {sweep(stale_after)}.")
 
     # Errors ----------------------------------------------------------------------------------
