@@ -69,12 +69,12 @@ def test_control_characters_of_an_error_message_do_not_reach_the_terminal():
 
 def test_control_characters_of_a_run_message_are_escaped_in_status():
     run = PipelineRun.objects.create(pipeline_name="flow\x1b[31m", status="failed",
-                                     message="boom\x1b[0m\x00")
+                                     message="boom\x1b[0m\x07")
 
     out = datapipe("status", str(run.pk))
 
-    assert "\x1b" not in out and "\x00" not in out
-    assert "flow\\x1b[31m" in out and "boom\\x1b[0m\\x00" in out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "flow\\x1b[31m" in out and "boom\\x1b[0m\\x07" in out
 
 
 def test_a_users_mistake_prints_one_line_and_no_traceback():
