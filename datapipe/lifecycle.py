@@ -86,13 +86,10 @@ class LocalRecord(RunRecord):
         self._kept = dict.fromkeys(COUNTS, 0)
 
     def progressed(self, report, committing: bool) -> None:
-        counts = self.run.counts_update(report)
-        if self._outside is not None:
-            self._outside.update(type(self.run), self.run.pk, counts)
-        elif committing:
-            type(self.run).objects.using(self.using).filter(pk=self.run.pk).update(**counts)
+        if self._outside is not None or committing:
+            self.run.write_counts(report, self._outside)
         if committing:
-            self._kept = counts
+            self._kept = self.run.counts_update(report)
 
     def committed(self, report, pipe) -> None:
         self._close_outside()

@@ -27,7 +27,6 @@ from django.db.models import QuerySet
 from django.db.models.query import ModelIterable
 from django.utils import timezone
 
-from ..errors.text import storable
 from ..exceptions import DispatchFailed, NothingToResend
 from ..identity import database_for
 from ..lifecycle import describe
@@ -135,16 +134,12 @@ def _send(run, chunks: QuerySet) -> None:
 
 
 def _dispatch_failed(run, unsent: QuerySet, exc: Exception):
-    from ..models.runs import MESSAGE_MAX
-
     Status = unsent.model.Status
-    lost = unsent.filter(status=Status.DISPATCHED).update(status=Status.LOST)
+    lost = unsent.mark_lost(Status.DISPATCHED)
     message = (f"Dispatch failed: the broker could not be reached ({describe(exc)}); "
                f"{lost} chunks not sent. Send them with `manage.py datapipe resend "
                f"{run.pk}` once it is back.")
-    type(run).objects.using(unsent.db).filter(pk=run.pk).update(
-        status=run.Status.FAILED, message=storable(message, MESSAGE_MAX),
-        finished_at=timezone.now())
+    run.fail(message)
     logger.error("Run %s of %r: %s", run.pk, run.pipeline_name, message)
     raise DispatchFailed(run.pk, f"Run {run.pk} of {run.pipeline_name!r}: {message}") from exc
 
@@ -237,9 +232,9 @@ def resend(run_id: int, *, stale_after: float | None = None, queue: str | None =
         chunks = run.chunks.select_for_update()
         if stale_after is not None:
             if PipelineRun.objects.using(using).stale(stale_after).filter(pk=run_id).exists():
-                chunks.filter(status=Status.DISPATCHED).update(status=Status.LOST)
+                chunks.mark_lost(Status.DISPATCHED)
             lost_worker = chunks.worker_lost(stale_after)
-            lost_worker.filter(status=Status.RUNNING).update(status=Status.LOST)
+            lost_worker.mark_lost(Status.RUNNING)
         statuses = [Status.LOST, Status.FAILED] if failed else [Status.LOST]
         again = list(chunks.filter(status__in=statuses))
         if stale_after is not None:

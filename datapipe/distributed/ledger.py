@@ -146,9 +146,7 @@ def finish_if_complete(run, stale_after: float | None = None) -> bool:
     run.refresh_from_db()
     # Every chunk is done, its triggers too: a run of theirs still running was left so by
     # a worker that died (and the chunk ran again).
-    run.children.filter(status=run.Status.RUNNING).update(
-        status=run.Status.FAILED, finished_at=run.finished_at,
-        message="abandoned: the worker running it stopped, and its chunk ran again")
+    run.abandon_running_children()
     failed = run.chunks.filter(status=run.chunks.model.Status.FAILED).count()
     status, message = run.Status.DONE, ""
     if failed:

@@ -36,6 +36,11 @@ class ChunkQuerySet(models.QuerySet):
         return self.filter(status__in=[Status.RUNNING, Status.COMMITTED]).annotate(
             seen=seen).filter(seen__lt=before)
 
+    def mark_lost(self, status: str) -> int:
+        """Mark lost the chunks of these in ``status`` (their message or their worker is
+        gone, so they are to be sent again); return how many."""
+        return self.filter(status=status).update(status=PipelineChunk.Status.LOST)
+
     def reset_for_resend(self, chunks: list) -> None:
         """Send ``chunks`` again under a new task id, counting the resend: back to
         dispatched, except a committed chunk, which keeps its work and counts (its

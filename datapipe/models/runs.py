@@ -155,6 +155,28 @@ class PipelineRun(models.Model):
             runs = runs.filter(finished_at__lt=timezone.now() - timedelta(seconds=stale_after))
         return bool(runs.update(finished_at=timezone.now()))
 
+    def write_counts(self, counts, outside=None) -> None:
+        """Write the counts so far of a running run: through ``outside`` (an
+        :class:`~datapipe.transactions.OutsideWriter`, seen by other connections at once)
+        or in the current transaction."""
+        values = self.counts_update(counts)
+        if outside is not None:
+            outside.update(type(self), self.pk, values)
+        else:
+            self._row().update(**values)
+
+    def fail(self, message: str) -> None:
+        """End a run that could not go on (its dispatch failed): failed, with ``message``."""
+        self._row().update(status=self.Status.FAILED, message=storable(message, MESSAGE_MAX),
+                           finished_at=timezone.now())
+
+    def abandon_running_children(self) -> int:
+        """Mark failed the runs this run started that are still running although it is
+        ending (their worker died, and their chunk ran again); return how many."""
+        return self.children.filter(status=self.Status.RUNNING).update(
+            status=self.Status.FAILED, finished_at=timezone.now(),
+            message="abandoned: the worker running it stopped, and its chunk ran again")
+
     def set_outcome(self, status: str, message: str = "") -> None:
         """Write the final status of a distributed run (after :meth:`claim_finish`)."""
         type(self).objects.using(self._state.db).filter(pk=self.pk).update(
