@@ -8,6 +8,8 @@ from .exceptions import (
     ConnectionClosed,
     DatapipeError,
     DispatchFailed,
+    FetchUsedDatabase,
+    InvalidFetch,
     InvalidItems,
     InvalidOutput,
     ItemNotSerializable,
@@ -45,4 +47,6 @@ __all__ = [
     "ItemNotSerializable",
     "ConnectionClosed",
     "DispatchFailed",
+    "InvalidFetch",
+    "FetchUsedDatabase",
 ]

@@ -1,7 +1,10 @@
-"""System checks: every name in depends and triggers is a registered pipeline."""
+"""System checks: every name in depends and triggers is a registered pipeline; every
+pipeline's ``fetch`` overrides and ``concurrency`` can run."""
 
 from django.core import checks
 
+from .exceptions import PipelineDefinitionError
+from .options import positive_int
 from .registry import registry
 
 
@@ -21,4 +24,19 @@ def check_pipeline_names(app_configs=None, **kwargs):
                         id="datapipe.E001",
                     )
                 )
+    return problems
+
+
+@checks.register()
+def check_fetch(app_configs=None, **kwargs):
+    """Report pipelines whose runs would refuse to start: ``fetch`` overrides mixing
+    ``async def`` and ``def``, a ``concurrency`` that is not a positive integer."""
+    problems = []
+    for name in registry.names():
+        cls = registry.get(name)
+        try:
+            cls.fetch_kind()
+            positive_int(f"{cls.__qualname__}.concurrency", cls.concurrency)
+        except (PipelineDefinitionError, TypeError, ValueError) as exc:
+            problems.append(checks.Error(f"Pipeline {name!r}: {exc}", id="datapipe.E002"))
     return problems

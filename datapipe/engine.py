@@ -2,7 +2,8 @@
 
 Local runs and Celery chunks both come here, each with its record
 (:mod:`datapipe.lifecycle`). The flow-control table of :mod:`datapipe.exceptions` is
-implemented in :meth:`Engine._process`. Depends and triggers are :mod:`datapipe.chain`'s.
+implemented in :meth:`Engine._process`. Depends and triggers are :mod:`datapipe.chain`'s;
+each item's ``fetch()``, run ahead for several items at once, :mod:`datapipe.concurrency`'s.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from django.db.models import QuerySet
 
 from . import signals
 from .buffer import ItemRecord, SaveBuffer
+from .concurrency import fetcher_for
 from .errors.store import ErrorCollector, ErrorResolver
 from .errors.text import readable
 from .exceptions import (
@@ -111,6 +113,7 @@ class Engine:
             self.report.message = f"error rows not written: {describe(exc)}"
 
     def _run(self, items) -> None:
+        self.fetcher = fetcher_for(self.cls, self.state, self.options.concurrency)
         pipe = self.cls(state=self.state)
         prepared = self._unattributed(pipe.prepare, items)
         if prepared is None:
@@ -123,11 +126,13 @@ class Engine:
         seen = set() if filtering and not isinstance(prepared, (QuerySet, Sequence)) else None
         results = self.report.results if self.keep_results else []
         batch = self.options.chunksize
-        with ItemSavepoints(self.using) as savepoints:
-            for item in self._progress(iterate(prepared, batch), prepared):
+        # The fetcher first: its refusal of queries in fetch() wraps the savepoints' wrapper.
+        with self.fetcher, ItemSavepoints(self.using) as savepoints:
+            fetched = self.fetcher.ahead(iterate(prepared, batch))
+            for item, instance, pending in self._progress(fetched, prepared):
                 if seen is not None:
                     seen.add(model_identity(item, self.using))
-                if not self._process(item, savepoints):
+                if not self._process(item, instance, pending, savepoints):
                     break
                 if self.report.processed % batch == 0 or self.buffer.size >= batch:
                     self._flush(results)
@@ -138,14 +143,15 @@ class Engine:
         self._unattributed(pipe.finish, results)
         self._flush(results)
 
-    def _process(self, item, savepoints: ItemSavepoints) -> bool:
-        """Process one item by the flow-control table; False stops the loop."""
+    def _process(self, item, instance, pending, savepoints: ItemSavepoints) -> bool:
+        """Process one item (its ``instance`` of the pipeline, whose fetch is ``pending``)
+        by the flow-control table; False stops the loop."""
         report = self.report
         record = self.buffer.begin(item)
         report.processed += 1
         savepoints.begin()
         try:
-            result = self._call_process(item, savepoints)
+            result = self._call_process(item, instance, pending, savepoints)
         except ConnectionClosed:
             raise  # the transaction is gone with the connection: nothing to roll back
         except PipeContinue as flow:
@@ -179,12 +185,14 @@ class Engine:
         self.buffer.keep(record)
         return True
 
-    def _call_process(self, item, savepoints: ItemSavepoints):
-        """``process()`` on ``item``; :class:`ConnectionClosed` instead of whatever it
-        returned or raised when it closed the database connection, so that the later
-        items do not fail in its place."""
+    def _call_process(self, item, instance, pending, savepoints: ItemSavepoints):
+        """``process()`` on ``item``, once its fetch is done (raising what fetch raised);
+        :class:`ConnectionClosed` instead of whatever it returned or raised when it
+        closed the database connection, so that the later items do not fail in its
+        place."""
         try:
-            return self.cls(item, state=self.state).process()
+            self.fetcher.complete(instance, pending)
+            return instance.process()
         finally:
             if savepoints.connection_closed:
                 shown = readable(lambda: repr(item), "repr")[:200]

@@ -2,8 +2,9 @@
 
 Two families live here:
 
-**Flow control**, raised from a pipe's ``process()`` to steer the item loop. They are
-not errors and do not derive from :class:`DatapipeError`.
+**Flow control**, raised from a pipe's ``process()`` (or its ``fetch()``, the same for
+its item) to steer the item loop. They are not errors and do not derive from
+:class:`DatapipeError`.
 
 ==================  ===================  =================  ==================  ===================
 raised              item's DB changes    item's buffered    the loop            result collected
@@ -87,6 +88,16 @@ class InvalidItems(DatapipeError, TypeError):
 
 class InvalidOutput(DatapipeError, TypeError):
     """``add_to_save()`` was given something that is not an unsaved model instance."""
+
+
+class InvalidFetch(DatapipeError, TypeError):
+    """A plain ``def fetch()`` returned a coroutine or another awaitable: it should be
+    ``async def`` (the item is collected as an error naming the pipe)."""
+
+
+class FetchUsedDatabase(DatapipeError):
+    """A pipe's ``fetch()`` queried the database, which it must not: it runs outside the
+    run's transaction, for several items at once (the item is collected as an error)."""
 
 
 class ItemNotSerializable(DatapipeError, TypeError):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 from . import conf
 
-__all__ = ["RunOptions", "SESSION_OPTIONS", "flag", "refuse_unknown"]
+__all__ = ["RunOptions", "SESSION_OPTIONS", "flag", "positive_int", "refuse_unknown"]
 
 
 def refuse_unknown(where: str, given, accepted) -> None:
@@ -27,6 +27,16 @@ def flag(name: str, value) -> bool:
     return value
 
 
+def positive_int(name: str, value) -> int:
+    """``value`` if it is a positive int; else :class:`TypeError` (not an int) or
+    :class:`ValueError` (zero or negative) naming ``name``."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive integer, not {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer, not {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """Options of a session (see :class:`datapipe.Session`), validated."""
@@ -37,10 +47,11 @@ class RunOptions:
     progress: bool = False
     keep_results: bool = False
     using: str | None = None
+    concurrency: int | None = None  # None: each pipe's ``concurrency`` attribute
 
     @classmethod
     def resolve(cls, debug=None, chunksize=None, atomic=None, progress=None,
-                keep_results=False, using=None) -> RunOptions:
+                keep_results=False, using=None, concurrency=None) -> RunOptions:
         """Options with None replaced by the ``DATAPIPE`` settings; validated."""
         chunksize = conf.get("CHUNKSIZE") if chunksize is None else chunksize
         if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
@@ -58,12 +69,13 @@ class RunOptions:
             progress=flag("progress", progress),
             keep_results=flag("keep_results", keep_results),
             using=using,
+            concurrency=None if concurrency is None else positive_int("concurrency", concurrency),
         )
 
     def for_chunks(self) -> dict:
         """The options a Celery chunk is run with (JSON), stored with its run."""
         return {name: value for name, value in asdict(self).items()
-                if name in ("debug", "chunksize", "keep_results")}
+                if name in ("debug", "chunksize", "keep_results", "concurrency")}
 
 
 #: The keywords of ``get_session()``: the run options and the initial context.

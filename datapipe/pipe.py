@@ -8,10 +8,18 @@ Celery chunks, where it travels JSON-encoded).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .exceptions import InvalidOutput, PipeBreak, PipeContinue, PipeIgnore
+from .concurrency import NOTHING_FETCHED, fetch_once
+from .exceptions import (
+    InvalidOutput,
+    PipeBreak,
+    PipeContinue,
+    PipeIgnore,
+    PipelineDefinitionError,
+)
 from .registry import pipeline, registry
 
 __all__ = ["AttrDict", "Pipe", "pipeline"]
@@ -57,10 +65,16 @@ class Pipe:
         base classes.
     ``track``
         Record the outputs of each item for reparse (default True).
+    ``concurrency``
+        For how many items at a time :meth:`fetch` runs (default 1: one item after
+        the other, before its ``process``). ``get_session(concurrency=N)`` overrides it
+        for the session's runs.
     """
 
     depends: Sequence[str] = ()
     track: bool = True
+    concurrency: int = 1
+    _fetching = False  # set on the instance while its fetch() runs
 
     def __init__(self, item: Any = None, *, state: PipeState | None = None):
         self.item = item
@@ -86,6 +100,20 @@ class Pipe:
         returned have their old outputs deleted (reparse).
         """
         return items
+
+    def fetch(self):
+        """Called once per item, on the instance that ``process`` then runs on, for its
+        I/O (HTTP calls, remote APIs, downloads); the base does nothing.
+
+        Declare it ``def`` (run on a thread pool) or ``async def`` (run on an event loop,
+        ``await super().fetch()``), the same in every override of the pipeline: mixing
+        them is refused when the run starts. Up to :attr:`concurrency` items fetch at a
+        time, outside the run's transaction, so fetch must not use the database (a query
+        fails the item with ``FetchUsedDatabase``) nor call ``add_to_save``: keep what it
+        got on ``self`` for ``process``. Anything it raises, flow control included,
+        counts for its item as if raised in ``process``. The return value is ignored.
+        """
+        return NOTHING_FETCHED
 
     def process(self) -> Any:
         """Called once per item on a fresh instance; ``self.item`` is the item.
@@ -118,6 +146,12 @@ class Pipe:
         """
         from django.db.models import Model
 
+        if self._fetching:
+            raise InvalidOutput(
+                f"add_to_save() in {type(self).__qualname__}.fetch(): fetch runs outside the "
+                "run's transaction, for several items at once. Keep what fetch got on self "
+                "and add the outputs in process()."
+            )
         if not objs:
             raise InvalidOutput("add_to_save() needs at least one unsaved model instance.")
         for obj in objs:
@@ -158,15 +192,38 @@ class Pipe:
     def eval(cls, item: Any, context: dict | None = None) -> Any:
         """Run this class alone on ``item`` and return what ``process()`` returns.
 
-        ``prepare([item])`` runs first (so containers are set up); exceptions,
+        ``prepare([item])`` runs first (so containers are set up), then ``fetch()``
+        (an async one on an event loop of its own), then ``process()``; exceptions,
         flow-control ones included, propagate. Buffered outputs are not saved
         (``direct=True`` ones are). Returns None if ``prepare`` filters the item out.
         """
         state = PipeState(context)
         prepared = cls(state=state).prepare([item])
         for prepared_item in prepared:
-            return cls(prepared_item, state=state).process()
+            pipe = cls(prepared_item, state=state)
+            fetch_once(pipe)
+            return pipe.process()
         return None
+
+    @classmethod
+    def fetch_kind(cls) -> str | None:
+        """``"async"`` or ``"sync"``: how the ``fetch`` overrides of the MRO are declared;
+        None when no class overrides it. Raises :class:`PipelineDefinitionError` when
+        they mix ``async def`` and ``def`` (a plain one calling an async one through
+        ``super()`` would get a coroutine that nobody awaits)."""
+        kinds: dict[str, list[str]] = {}
+        for klass in cls.__mro__:
+            if klass is not Pipe and "fetch" in vars(klass):
+                kind = "async" if inspect.iscoroutinefunction(vars(klass)["fetch"]) else "sync"
+                kinds.setdefault(kind, []).append(klass.__qualname__)
+        if len(kinds) > 1:
+            raise PipelineDefinitionError(
+                f"{cls.__qualname__} mixes async def fetch ({', '.join(kinds['async'])}) "
+                f"and plain def fetch ({', '.join(kinds['sync'])}): declare every fetch "
+                "override of a pipeline the same way, all `async def` (awaiting "
+                "super().fetch()) or all `def`."
+            )
+        return next(iter(kinds), None)
 
     @classmethod
     def consumes_results(cls) -> bool:

@@ -29,14 +29,16 @@ class Session:
     readable after the runs. ``progress``: a bar on stderr (default: when it is a
     terminal). ``keep_results``: keep results even when nothing consumes them.
     ``using``: the database alias (default: the QuerySet's, else ``default``).
+    ``concurrency``: for how many items at a time ``fetch()`` runs, in every pipeline
+    the session runs (default: each pipe's ``concurrency`` attribute, 1 unless set).
     """
 
     def __init__(self, *, debug=None, chunksize=None, atomic=None, context=None,
-                 progress=None, keep_results=False, using=None, **unknown):
+                 progress=None, keep_results=False, using=None, concurrency=None, **unknown):
         refuse_unknown("get_session()", unknown, SESSION_OPTIONS)
         self.options = RunOptions.resolve(
             debug=debug, chunksize=chunksize, atomic=atomic, progress=progress,
-            keep_results=keep_results, using=using,
+            keep_results=keep_results, using=using, concurrency=concurrency,
         )
         if context is not None and not isinstance(context, dict):
             raise TypeError(f"context must be a dict, not {type(context).__name__}")

@@ -1,5 +1,6 @@
 """Pipelines of the Celery tests, imported by the test process and by the workers."""
 
+import asyncio
 import os
 import signal
 import time
@@ -138,3 +139,42 @@ class TriggerSlow(Pipe):
         time.sleep(self.context.get("trigger_sleep", 0))
         self.add_to_save(Note(result=result, text=f"from {result.pk}"))
         return result
+
+
+# fetch() in chunks (tests/test_fetch.py) ---------------------------------------------------
+
+
+@pipeline("dist.fetch")
+class Fetching(Pipe):
+    """An async ``fetch`` per item: every fetch of a chunk waits until ``context.together``
+    are in flight (a barrier), then fails on ``fetch_error`` items, ignores
+    ``fetch_ignore`` ones, else keeps ``number * 10`` for ``process``, which saves it. The
+    chunk's context gets ``most_in_flight``."""
+
+    def prepare(self, items):
+        self.local.barrier = asyncio.Barrier(self.context["together"])
+        self.local.in_flight = self.local.most = 0
+        return super().prepare(items)
+
+    async def fetch(self):
+        self.local.in_flight += 1
+        self.local.most = max(self.local.most, self.local.in_flight)
+        try:
+            await asyncio.wait_for(self.local.barrier.wait(), 30)
+            if self.item.behaviour == "fetch_error":
+                raise ValueError(f"fetch failed on {self.item.pk}")
+            if self.item.behaviour == "fetch_ignore":
+                self.ignore("fetch said so")
+            self.fetched = self.item.number * 10
+        finally:
+            self.local.in_flight -= 1
+        await super().fetch()
+
+    def process(self):
+        item = super().process()
+        self.add_to_save(ResultItem(source=item, number=self.fetched))
+        return item
+
+    def finish(self, results):
+        self.context.most_in_flight = self.local.most
+        super().finish(results)

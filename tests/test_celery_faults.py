@@ -7,6 +7,7 @@ Each test records its figures (items sent, outputs, duplicates, lost) in
 import json
 import os
 import signal
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -56,7 +57,8 @@ def figures(name, items, run, **extra):
         "redelivered_chunks": run.chunks.filter(deliveries_total__gt=1).count(),
         **extra,
     }
-    out = Path(os.environ.get("DATAPIPE_TEST_OUTPUT") or ".") / "celery-faults.json"
+    folder = os.environ.get("DATAPIPE_TEST_OUTPUT") or tempfile.gettempdir()
+    out = Path(folder) / "celery-faults.json"
     recorded = json.loads(out.read_text()) if out.exists() else {}
     recorded[f"{name} ({connection.vendor})"] = result
     out.write_text(json.dumps(recorded, indent=2, sort_keys=True))

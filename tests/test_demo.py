@@ -67,6 +67,10 @@ def assert_first_run_of_the_demo(out: str) -> None:
     assert "Alaska (AK)                   263 airports" in out
     assert "unknown state                  12 airports" in out
     assert "demo/manage.py runserver" in out
+    # fetch() against the registry the demo serves itself, one airport at a time, then 25.
+    assert "airports.check fetches 100 airports from a registry served on 127.0.0.1" in out
+    assert "concurrency  1: 100 airports checked, 0 differ" in out
+    assert "concurrency 25: 100 airports checked, 0 differ" in out
 
 
 def test_demo_imports_the_airports_collects_the_na_rows_and_reprocesses_them(demo_env):

@@ -1,6 +1,8 @@
-"""The admin of datapipe: collected errors (:mod:`.errors`) and run records (:mod:`.runs`).
+"""The admin of datapipe: collected errors (:mod:`.errors`), run records (:mod:`.runs`) and
+the lineage page of any object (:mod:`.lineage`; :class:`LineageMixin` links a model's
+change page to it).
 
-Both admins are registered on the default admin site here. To change one, subclass it,
+The admins are registered on the default admin site here. To change one, subclass it,
 unregister the model and register the subclass::
 
     admin.site.unregister(PipelineError)
@@ -9,11 +11,13 @@ unregister the model and register the subclass::
 
 from django.contrib import admin
 
-from ..models import PipelineError, PipelineRun
+from ..models import Lineage, PipelineError, PipelineRun
 from .errors import PipelineErrorAdmin
+from .lineage import LineageAdmin, LineageMixin, lineage_url
 from .runs import PipelineRunAdmin
 
-__all__ = ["PipelineErrorAdmin", "PipelineRunAdmin"]
+__all__ = ["LineageAdmin", "LineageMixin", "PipelineErrorAdmin", "PipelineRunAdmin", "lineage_url"]
 
 admin.site.register(PipelineError, PipelineErrorAdmin)
 admin.site.register(PipelineRun, PipelineRunAdmin)
+admin.site.register(Lineage, LineageAdmin)

@@ -14,6 +14,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.options import ShowFacets
 from django.contrib.admin.utils import quote
 from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import ValidationError
 from django.template.defaultfilters import truncatechars
 from django.urls import NoReverseMatch, reverse
 from django.utils import formats, timezone
@@ -25,6 +26,7 @@ from ..errors.reprocess import reprocess
 from ..exceptions import DatapipeError
 from ..models import PipelineError
 from .filters import ChoiceFilter
+from .lineage import can_view_lineage, lineage_url
 from .traceback import TracebackPageMixin
 
 __all__ = ["PipelineErrorAdmin"]
@@ -216,6 +218,20 @@ class PipelineErrorAdmin(TracebackPageMixin, admin.ModelAdmin):
         except NoReverseMatch:
             return None
 
+    def item_lineage_url(self, request, row) -> str | None:
+        """The lineage page of the row's item, when it is a model row that still exists."""
+        if row.item_content_type_id is None or row.item_id is None:
+            return None
+        model = row.item_content_type.model_class()
+        if model is None or not can_view_lineage(request.user):
+            return None
+        try:
+            if not model._base_manager.using(row._state.db).filter(pk=row.item_id).exists():
+                return None
+        except (ValueError, ValidationError):  # an id its model cannot read
+            return None
+        return lineage_url(model, row.item_id, self.admin_site.name)
+
     @admin.display(description="run")
     def run_link(self, row):
         if row.run_id is None:
@@ -259,6 +275,7 @@ class PipelineErrorAdmin(TracebackPageMixin, admin.ModelAdmin):
                 group_url=self.group_url(obj),
                 row_url=f"{changelist}?{urlencode({'show': 'rows', 'status': 'all'})}",
                 traceback_frame=self.traceback(obj),
+                lineage_url=self.item_lineage_url(request, obj),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
 

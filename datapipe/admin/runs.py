@@ -2,7 +2,8 @@
 
 Run records are read-only. The change list shows the runs a caller started (root runs)
 by default; the "runs" filter shows every run. A run's page lists the runs it started
-(its depends, its triggers, the runs started inside its Celery chunks), nested.
+(its depends, its triggers, the runs started inside its Celery chunks), nested, and
+links to the lineage of its items (those with error rows, then those it tracked).
 
 Progress figures come from :meth:`PipelineRun.progress`, the one computation of them.
 """
@@ -19,6 +20,7 @@ from ..exceptions import DatapipeError
 from ..models import PipelineError, PipelineRun
 from ..models.runs import by_status
 from .filters import ChoiceFilter
+from .lineage import can_view_lineage, items_of_run, lineage_url
 
 __all__ = ["PipelineRunAdmin", "RunsFilter"]
 
@@ -55,6 +57,8 @@ class PipelineRunAdmin(admin.ModelAdmin):
     children_per_run = 50
     #: At most this many rows in the table of child runs.
     tree_rows = 500
+    #: At most this many items of the run linked to their lineage page.
+    lineage_items = 20
     actions = ["resend_lost_chunks"]
     readonly_fields = ["run_status", "progress", "elapsed_seconds", "errors_link", "children_table",
                        "chunks_table"]
@@ -97,6 +101,11 @@ class PipelineRunAdmin(admin.ModelAdmin):
                            obj=None):
         if obj is not None and obj.status == obj.Status.RUNNING:
             context["refresh_seconds"] = self.refresh_seconds
+        if obj is not None and can_view_lineage(request.user):
+            context["lineage_links"] = [
+                (f"{model._meta.label_lower} {pk}", lineage_url(model, pk, self.admin_site.name))
+                for model, pk in items_of_run(obj, self.lineage_items)
+            ]
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     @staticmethod

@@ -3,6 +3,6 @@
 from .chunks import PipelineChunk
 from .errors import PipelineError
 from .runs import PipelineRun
-from .tracks import PipelineTrack
+from .tracks import Lineage, PipelineTrack
 
-__all__ = ["PipelineChunk", "PipelineError", "PipelineRun", "PipelineTrack"]
+__all__ = ["Lineage", "PipelineChunk", "PipelineError", "PipelineRun", "PipelineTrack"]

@@ -51,6 +51,10 @@ class PipelineError(models.Model):
                 name="datapipe_error_one_open_row_per_item",
             )
         ]
+        # The error rows of given items (lineage) without reading the whole table.
+        indexes = [
+            models.Index(fields=["item_content_type", "item_id"], name="datapipe_error_item")
+        ]
 
     def __str__(self):
         return f"{self.pipeline_name}: {self.error_type} on {self.item_repr[:60]}"

@@ -1,9 +1,15 @@
-"""Reparse trackers: the outputs each item produced under each pipeline."""
+"""Reparse trackers: the outputs each item produced under each pipeline.
+
+On PostgreSQL, migration 0005 adds a GIN index on ``outputs`` (``jsonb_path_ops``), so
+that "which tracker lists this output" (:func:`datapipe.lineage.upstream`) is an index
+look-up, and a BRIN index on ``updated_at`` (the trackers a run wrote, for its admin
+page). They are not in ``Meta.indexes``: other databases have no such indexes.
+"""
 
 from django.contrib.contenttypes.models import ContentType
 from django.db import models
 
-__all__ = ["PipelineTrack"]
+__all__ = ["Lineage", "PipelineTrack"]
 
 
 class PipelineTrack(models.Model):
@@ -31,3 +37,14 @@ class PipelineTrack(models.Model):
 
     def __str__(self):
         return f"{self.pipeline_name}: {self.item_content_type_id}/{self.item_id}"
+
+
+class Lineage(PipelineTrack):
+    """No table of its own: the admin's lineage pages (``/admin/datapipe/lineage/...``) hang
+    on this proxy. It has no permissions of its own; the pages need ``view_pipelinetrack``."""
+
+    class Meta:
+        proxy = True
+        default_permissions = ()
+        verbose_name = "lineage"
+        verbose_name_plural = "lineage"

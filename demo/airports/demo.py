@@ -20,8 +20,11 @@ from datapipe.models import PipelineError, PipelineRun
 
 from .dataset import airport_rows, source_name
 from .models import Airport, RawAirport, State, StateSummary
+from .registry import Registry
 
 IMPORT = "airports.import"
+CHECKED = 100  # airports that airports.check fetches from the registry, at each concurrency
+LATENCY = 0.02  # seconds the registry takes per answer, as a remote API would
 
 
 class Demo:
@@ -47,6 +50,7 @@ class Demo:
         self.fix_and_reprocess(errors)
         self.outputs()
         self.admin()
+        self.fetch_concurrently()
 
     # Steps ----------------------------------------------------------------------------
 
@@ -132,6 +136,26 @@ class Demo:
         self.say(f"   {manage} runserver")
         self.say("   then open http://127.0.0.1:8000/admin/")
         self.say("   (Datapipe > Pipeline errors: the KeyError group; Pipeline runs: every run)")
+
+    def fetch_concurrently(self) -> None:
+        airports = list(Airport.objects.order_by("iata")[:CHECKED])
+        self.heading(
+            f"7. I/O concurrency: airports.check fetches {len(airports)} airports from a registry "
+            f"served on 127.0.0.1 ({LATENCY * 1000:g} ms per answer)"
+        )
+        seconds = {}
+        with Registry(delay=LATENCY) as registry:
+            for concurrency in (1, 25):
+                # Locally even with workers: the registry is served by this process.
+                session = datapipe.get_session(concurrency=concurrency,
+                                               context={"registry": registry.url})
+                started = time.monotonic()
+                report = session.run(airports, "airports.check")
+                seconds[concurrency] = time.monotonic() - started
+                faster = (f"  ({seconds[1] / seconds[concurrency]:.0f}x faster)"
+                          if concurrency > 1 else "")
+                self.say(f"   concurrency {concurrency:>2}: {report.succeeded} airports checked, "
+                         f"{report.ignored} differ, in {seconds[concurrency]:.2f} s{faster}")
 
     # Helpers ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@
 ``airports.states``    RawAirport -> State rows for the codes they use (a depends)
 ``airports.import``    RawAirport -> Airport, after ``airports.states``
 ``airports.by_state``  triggered by each run of ``airports.import``: StateSummary
+``airports.check``     Airport -> compared with a remote registry, fetched concurrently
 
 The first version of the import trips on a real defect of the data: twelve rows spell
 their unknown city and state ``"NA"``. Their failures are collected as one error group;
@@ -144,3 +145,40 @@ class CountByState(Pipe):
             else:
                 StateSummary.objects.filter(state_id=state_id).delete()
         self.context.summaries = self.context.get("summaries", 0) + len(self.local.states)
+
+
+@pipeline("airports.check")
+class CheckWithRegistry(Pipe):
+    """Compares airports with their entry in a remote registry (``context.registry``, a
+    base URL: the demo serves one itself, :mod:`airports.registry`).
+
+    ``fetch`` makes the HTTP call, for ``concurrency`` airports at a time on a thread pool
+    and outside the run's transaction; ``process`` compares, in order. One
+    ``httpx.Client`` (thread-safe) serves the run's threads. Airports whose coordinates
+    differ from the registry's are ignored.
+    """
+
+    track = False  # it saves nothing
+
+    def prepare(self, items):
+        import httpx
+
+        self.local.client = httpx.Client(base_url=self.context["registry"])
+        return super().prepare(items)
+
+    def fetch(self):
+        response = self.local.client.get(f"/airports/{self.item.iata}")
+        response.raise_for_status()
+        self.remote = response.json()
+        return super().fetch()
+
+    def process(self):
+        airport = super().process()
+        remote = (float(self.remote["latitude"]), float(self.remote["longitude"]))
+        if remote != (airport.latitude, airport.longitude):
+            self.ignore(f"{airport.iata}: the registry has other coordinates")
+        return airport
+
+    def finish(self, results):
+        self.local.client.close()
+        super().finish(results)

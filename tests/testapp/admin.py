@@ -2,6 +2,16 @@
 
 from django.contrib import admin
 
-from .models import SourceItem
+from datapipe.admin import LineageMixin
+
+from .models import News, RawNews, SourceItem, Tag
 
 admin.site.register(SourceItem)
+
+
+# The news example: each change page links to the object's lineage ---------------------------
+
+
+@admin.register(RawNews, News, Tag)
+class NewsAdmin(LineageMixin, admin.ModelAdmin):
+    """RawNews, News and Tag pages, each with a "Lineage" link."""

@@ -57,3 +57,42 @@ class CodeItem(models.Model):
 
     code = models.CharField(max_length=20, primary_key=True)
     number = models.IntegerField(default=0)
+
+
+# The news example (news.import triggering news.link.tags): lineage ------------------------
+
+
+class RawNews(models.Model):
+    """A news item as imported: ``tags`` is a comma-separated list."""
+
+    title = models.CharField(max_length=200)
+    tags = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name_plural = "raw news"
+
+    def __str__(self):
+        return f"raw: {self.title}"
+
+
+class News(models.Model):
+    """What ``news.import`` makes of a RawNews (no foreign key: only trackers link them)."""
+
+    title = models.CharField(max_length=200)
+    tags = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        verbose_name_plural = "news"
+
+    def __str__(self):
+        return self.title
+
+
+class Tag(models.Model):
+    """What ``news.link.tags`` makes of a News: one per name in its ``tags``."""
+
+    news = models.ForeignKey(News, on_delete=models.CASCADE, related_name="tag_set")
+    name = models.CharField(max_length=50)
+
+    def __str__(self):
+        return f"#{self.name}"

@@ -4,7 +4,7 @@ from django.db.models import F
 
 from datapipe import Pipe, PipeError, pipeline
 
-from .models import Derived, Note, ResultItem, SourceItem, UUIDItem
+from .models import Derived, News, Note, RawNews, ResultItem, SourceItem, Tag, UUIDItem
 
 # The example of the design contract ---------------------------------------------------
 
@@ -199,3 +199,31 @@ class UUIDPipe(Pipe):
 
 
 __all__ = ["Derived", "Note", "ResultItem", "SourceItem", "UUIDItem"]
+
+
+# news: an import and the trigger that links its tags (lineage) --------------------------
+
+
+@pipeline("news.import")
+class ImportNews(Pipe):
+    """One News per RawNews; a RawNews titled "fail" raises."""
+
+    def process(self):
+        raw: RawNews = super().process()
+        if raw.title == "fail":
+            raise ValueError(f"cannot import raw news {raw.pk}")
+        return self.add_to_save(News(title=raw.title, tags=raw.tags))
+
+
+@pipeline("news.link.tags", trigger="news.import")
+class LinkTags(Pipe):
+    """Triggered by ``news.import``: one Tag per name in the News' ``tags``; "bad" raises."""
+
+    def process(self):
+        news: News = super().process()
+        names = [name.strip() for name in news.tags.split(",") if name.strip()]
+        if "bad" in names:
+            raise ValueError(f"bad tag on news {news.pk}")
+        for name in names:
+            self.add_to_save(Tag(news=news, name=name))
+        return news

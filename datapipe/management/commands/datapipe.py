@@ -9,16 +9,18 @@ Subcommands::
     datapipe resend RUN_ID [--stale-after SECONDS] [--queue Q]
     datapipe errors [--pipeline P] [--all]
     datapipe reprocess (--signature S | --pipeline P | --id N) [--celery [--queue Q]]
+    datapipe lineage app_label.Model PK [--depth N] [--json]
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
 
 from django.apps import apps
-from django.core.exceptions import FieldError, ValidationError
+from django.core.exceptions import FieldError, ObjectDoesNotExist, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, transaction
 
@@ -26,6 +28,7 @@ from datapipe import conf, get_session, registry
 from datapipe.errors.groups import group_rows
 from datapipe.errors.reprocess import reprocess
 from datapipe.exceptions import DatapipeError
+from datapipe.lineage import DEPTH, describe, downstream, upstream
 from datapipe.models import PipelineError, PipelineRun
 from datapipe.models.runs import by_status
 from datapipe.report import COUNTS
@@ -119,6 +122,15 @@ class Command(BaseCommand):
         which.add_argument("--id", type=int, help="One error row.")
         again.add_argument("--celery", action="store_true", help="Reprocess on Celery workers.")
         again.add_argument("--queue", help="The Celery queue (with --celery).")
+
+        lineage = sub.add_parser("lineage", help="What an object was made of, by which "
+                                 "pipelines, and what pipelines made of it.")
+        lineage.add_argument("model", help="The object's model, as app_label.Model.")
+        lineage.add_argument("pk", help="The object's primary key.")
+        lineage.add_argument("--depth", type=int, default=DEPTH,
+                             help=f"Levels of what was made of it ({DEPTH}).")
+        lineage.add_argument("--json", action="store_true", dest="as_json",
+                             help="Print one JSON document.")
 
     def handle(self, *args, subcommand, **options):
         try:
@@ -335,3 +347,48 @@ class Command(BaseCommand):
         self.say(str(result))
         for handle in result.handles:
             self.say(f"Follow run {handle.id} with `manage.py datapipe status {handle.id}`.")
+
+    # Lineage ---------------------------------------------------------------------------------
+
+    def handle_lineage(self, model, pk, depth, as_json, **options):
+        try:
+            obj = apps.get_model(model)._base_manager.get(pk=pk)
+        except (LookupError, ValueError, ValidationError, ObjectDoesNotExist) as exc:
+            raise CommandError(f"No {model} with primary key {pk!r} (give the model as "
+                               "app_label.Model).") from exc
+        if depth < 0:
+            raise CommandError("--depth must be 0 or more.")
+        tree, steps = downstream(obj, depth), upstream(obj)
+        if as_json:  # ASCII: no character of the data reaches the terminal unescaped
+            document = {"upstream": [step.as_dict() for step in steps],
+                        "downstream": tree.as_dict()}
+            self.stdout.write(json.dumps(document, indent=2))
+            return
+        name = lineage_text(tree, obj)
+        if not steps and not tree.children:
+            self.say(f"{name}: no lineage. No pipeline made it, and no pipeline processed it "
+                     "into outputs.")
+        if steps:
+            self.say(f"{name} was made of (nearest first):")
+        for step in steps:
+            self.say(f"  {step.pipeline} <- {lineage_text(step, step.item)}")
+        if tree.children:
+            self.say(f"Made from it (at most {depth} levels):")
+            self.print_made_from(tree, 1)
+
+    def print_made_from(self, node, level: int) -> None:
+        """A downstream tree, one indented line per object."""
+        made_by = f"{node.pipeline} -> " if node.pipeline else ""
+        more = " ... and more (depth or size limit)" if node.truncated else ""
+        self.say("  " * level + made_by + lineage_text(node, node.object) + more)
+        for child in node.children:
+            self.print_made_from(child, level + 1)
+
+
+def lineage_text(node, obj) -> str:
+    """An object of a lineage: label, pk, text (or "deleted"), its error rows."""
+    text = f"{node.label} {node.pk} " + (f"({describe(obj)})" if obj is not None else "(deleted)")
+    if node.errors:
+        still_open = sum(not row.resolved for row in node.errors)
+        text += f" [{len(node.errors)} error rows, {still_open} open]"
+    return text
