@@ -166,7 +166,8 @@ class Demo:
     def runs_since(self, since: int) -> None:
         """A line per pipeline run since the run record ``since``, runs of chunks summed."""
         lines: dict[str, dict] = {}
-        for run in PipelineRun.objects.filter(pk__gt=since).order_by("pk"):
+        # In the order they ended: a run's depends before it, its triggers after it.
+        for run in PipelineRun.objects.filter(pk__gt=since).order_by("finished_at", "pk"):
             line = lines.setdefault(run.pipeline_name, {
                 "runs": 0, "processed": 0, "succeeded": 0, "ignored": 0, "errored": 0,
                 "where": set(),
