@@ -27,6 +27,7 @@ from ..exceptions import DatapipeError
 from ..models import PipelineError
 from .filters import ChoiceFilter
 from .lineage import can_view_lineage, lineage_url
+from .readonly import ReadOnlyMixin
 from .traceback import TracebackPageMixin
 
 __all__ = ["PipelineErrorAdmin"]
@@ -83,7 +84,7 @@ class ErrorChangeList(ChangeList):
 # Errors -------------------------------------------------------------------------------------
 
 
-class PipelineErrorAdmin(TracebackPageMixin, admin.ModelAdmin):
+class PipelineErrorAdmin(TracebackPageMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Collected errors: groups, rows, the rendered traceback, and what to do with them."""
 
     list_filter = [ShowFilter, StatusFilter, "pipeline_name", "error_type"]
@@ -104,17 +105,6 @@ class PipelineErrorAdmin(TracebackPageMixin, admin.ModelAdmin):
         ("Stack", {"fields": ["frames_table"]}),
     ]
     readonly_fields = ["error", "item", "status", "run_link", "group", "frames_table"]
-
-    # Read-only rows ----------------------------------------------------------------------
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_reprocess_permission(self, request):
         """Reprocessing and resolving need ``datapipe.reprocess_pipelineerror``."""

@@ -35,6 +35,7 @@ from django.utils.html import format_html, format_html_join
 
 from ..lineage import DEPTH, LIMIT, describe, downstream, upstream
 from ..models import PipelineError, PipelineRun, PipelineTrack
+from .readonly import ReadOnlyMixin
 
 __all__ = [
     "VIEW_PERMISSION", "LineageAdmin", "LineageMixin", "can_view_lineage", "items_of_run",
@@ -73,7 +74,7 @@ class LineageMixin:
         return super().render_change_form(request, context, add, change, form_url, obj)
 
 
-class LineageAdmin(admin.ModelAdmin):
+class LineageAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Serves the lineage pages; registered for :class:`~datapipe.models.Lineage`."""
 
     #: Levels of the downstream tree.
@@ -87,14 +88,6 @@ class LineageAdmin(admin.ModelAdmin):
     def has_view_permission(self, request, obj=None):
         return can_view_lineage(request.user)
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def get_urls(self):
         view = self.admin_site.admin_view(self.lineage_view)

@@ -21,6 +21,7 @@ from ..models import PipelineError, PipelineRun
 from ..models.runs import by_status
 from .filters import ChoiceFilter
 from .lineage import can_view_lineage, items_of_run, lineage_url
+from .readonly import ReadOnlyMixin
 
 __all__ = ["PipelineRunAdmin", "RunsFilter"]
 
@@ -39,7 +40,7 @@ class RunsFilter(ChoiceFilter):
         return queryset if self.value() == "all" else queryset.roots()
 
 
-class PipelineRunAdmin(admin.ModelAdmin):
+class PipelineRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Run records, read-only: status, counts, timings, progress and child runs."""
 
     list_display = ["__str__", "pipeline_name", "run_status", "distributed", "progress",
@@ -69,14 +70,6 @@ class PipelineRunAdmin(admin.ModelAdmin):
         "children_table", "chunks_table",
     ]
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_resend_permission(self, request):
         opts = self.opts
