@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 #: The per-item counts of a run, as named on reports, run records and chunk rows.
-COUNTS = ("processed", "succeeded", "continued", "ignored", "errored")
+COUNTS = ("processed", "succeeded", "continued", "ignored", "errored", "retried")
 
 
 @dataclass
@@ -25,6 +25,8 @@ class RunReport:
     continued: int = 0
     ignored: int = 0
     errored: int = 0
+    #: Retries done (an item that healed on its third try counts 2), see ``Pipe.retry``.
+    retried: int = 0
     broke: bool = False
     results: list[Any] = field(default_factory=list)
     errors: list[Any] = field(default_factory=list)

@@ -92,6 +92,7 @@ class PipelineChunk(models.Model):
     continued = models.PositiveIntegerField(default=0)
     ignored = models.PositiveIntegerField(default=0)
     errored = models.PositiveIntegerField(default=0)
+    retried = models.PositiveIntegerField(default=0)
     broke = models.BooleanField(default=False)
     deliveries = models.PositiveIntegerField(
         default=0,

@@ -72,6 +72,7 @@ class PipelineRun(models.Model):
     continued = models.PositiveBigIntegerField(default=0)
     ignored = models.PositiveBigIntegerField(default=0)
     errored = models.PositiveBigIntegerField(default=0)
+    retried = models.PositiveBigIntegerField(default=0, help_text="Retries done (Pipe.retry).")
     broke = models.BooleanField(default=False)
     chunks_total = models.PositiveIntegerField(default=1)
     chunks_done = models.PositiveIntegerField(default=0)
@@ -81,6 +82,8 @@ class PipelineRun(models.Model):
     # Distributed runs: what every chunk is run with (context, options, queue), read by
     # the workers and by resend; see datapipe.distributed.
     dispatch = models.JSONField(default=dict, blank=True)
+    #: Where the run's sinks wrote its results (URLs), see datapipe.sinks.
+    locations = models.JSONField(default=list, blank=True)
 
     objects = RunQuerySet.as_manager()
 
