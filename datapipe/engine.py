@@ -62,7 +62,7 @@ class Engine:
         )
         self.report = RunReport(name, run_id=record.run.pk)
         self.buffer = SaveBuffer(self.using)
-        self.state = PipeState(context, sink=self.buffer)
+        self.state = PipeState(context, buffer=self.buffer)
         # Chunks of a distributed run share its cap of stored pages per failure.
         self.errors = ErrorCollector(name, self.using,
                                      run=record.run if record.run.distributed else None)

@@ -6,8 +6,15 @@ import sys
 from dataclasses import asdict, dataclass
 
 from . import conf
+from .retry import Retry
 
-__all__ = ["RunOptions", "SESSION_OPTIONS", "flag", "positive_int", "refuse_unknown"]
+__all__ = [
+    "RUN_KEYWORDS", "RunOptions", "SELECT", "SESSION_OPTIONS", "flag", "positive_int",
+    "refuse_unknown",
+]
+
+#: What ``run(select=...)`` accepts: every item, items never processed, items failing.
+SELECT = ("all", "new", "failed")
 
 
 def refuse_unknown(where: str, given, accepted) -> None:
@@ -48,10 +55,20 @@ class RunOptions:
     keep_results: bool = False
     using: str | None = None
     concurrency: int | None = None  # None: each pipe's ``concurrency`` attribute
+    # None: each pipe's attribute of the same name.
+    retry: Retry | None = None
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+    # Keywords of one run (run()), not of a session.
+    select: str = "all"
+    dry_run: bool = False
+    prune: bool = False
 
     @classmethod
     def resolve(cls, debug=None, chunksize=None, atomic=None, progress=None,
-                keep_results=False, using=None, concurrency=None) -> RunOptions:
+                keep_results=False, using=None, concurrency=None, retry=None,
+                max_errors=None, max_error_rate=None, select="all", dry_run=False,
+                prune=False) -> RunOptions:
         """Options with None replaced by the ``DATAPIPE`` settings; validated."""
         chunksize = conf.get("CHUNKSIZE") if chunksize is None else chunksize
         if not isinstance(chunksize, int) or isinstance(chunksize, bool) or chunksize < 1:
@@ -70,13 +87,71 @@ class RunOptions:
             keep_results=flag("keep_results", keep_results),
             using=using,
             concurrency=None if concurrency is None else positive_int("concurrency", concurrency),
+            retry=check_retry(retry),
+            max_errors=check_max_errors(max_errors),
+            max_error_rate=check_max_error_rate(max_error_rate),
+            select=check_select(select),
+            dry_run=flag("dry_run", dry_run),
+            prune=flag("prune", prune),
         )
+
+    def for_run(self, **keywords) -> RunOptions:
+        """These options with a run's own keywords (:data:`RUN_KEYWORDS`), validated."""
+        refuse_unknown("run()", keywords, RUN_KEYWORDS)
+        values = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        return type(self).resolve(**{**values, **keywords})
 
     def for_chunks(self) -> dict:
         """The options a Celery chunk is run with (JSON), stored with its run."""
-        return {name: value for name, value in asdict(self).items()
-                if name in ("debug", "chunksize", "keep_results", "concurrency")}
+        sent = {name: value for name, value in asdict(self).items()
+                if name in ("debug", "chunksize", "keep_results", "concurrency", "max_errors",
+                            "max_error_rate", "prune")}
+        if self.retry is not None:
+            sent["retry"] = self.retry.as_json()
+        return sent
 
+    @classmethod
+    def from_chunk(cls, sent: dict, **overrides) -> RunOptions:
+        """The options :meth:`for_chunks` stored, for a worker."""
+        sent = dict(sent)
+        if sent.get("retry") is not None:
+            sent["retry"] = Retry.from_json(sent["retry"])
+        return cls.resolve(**{**sent, **overrides})
+
+
+def check_retry(value):
+    """``value`` if it is None or a :class:`~datapipe.retry.Retry`; else TypeError."""
+    if value is not None and not isinstance(value, Retry):
+        raise TypeError(f"retry must be a datapipe.Retry(...), not {value!r}")
+    return value
+
+
+def check_max_errors(value):
+    """None, or a number of errors (0 or more) after which a run stops."""
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+        raise ValueError(f"max_errors must be an integer >= 0 (or None), not {value!r}")
+    return value
+
+
+def check_max_error_rate(value):
+    """None, or a fraction of failed items (0 to 1) above which a run stops."""
+    if value is not None and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                              or not 0 <= value <= 1):
+        raise ValueError(f"max_error_rate must be a fraction between 0 and 1 (0.05 for 5%), "
+                         f"or None, not {value!r}")
+    return value
+
+
+def check_select(value):
+    """One of :data:`SELECT`."""
+    if value not in SELECT:
+        raise ValueError(f"select must be one of {', '.join(map(repr, SELECT))}, not {value!r}")
+    return value
+
+
+#: The keywords of one ``run()`` (not of a session).
+RUN_KEYWORDS = ("select", "dry_run", "prune")
 
 #: The keywords of ``get_session()``: the run options and the initial context.
-SESSION_OPTIONS = (*RunOptions.__dataclass_fields__, "context")
+SESSION_OPTIONS = (
+    *(name for name in RunOptions.__dataclass_fields__ if name not in RUN_KEYWORDS), "context")

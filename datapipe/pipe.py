@@ -14,6 +14,7 @@ from typing import Any
 
 from .concurrency import NOTHING_FETCHED, fetch_once
 from .exceptions import (
+    InvalidItems,
     InvalidOutput,
     PipeBreak,
     PipeContinue,
@@ -45,14 +46,14 @@ class AttrDict(dict):
 
 
 class PipeState:
-    """What the instances of one run share: the containers and the output sink."""
+    """What the instances of one run share: the containers and the output buffer."""
 
-    __slots__ = ("local", "context", "sink")
+    __slots__ = ("local", "context", "buffer")
 
-    def __init__(self, context=None, sink=None):
+    def __init__(self, context=None, buffer=None):
         self.local = AttrDict()
         self.context = context if isinstance(context, AttrDict) else AttrDict(context or {})
-        self.sink = sink
+        self.buffer = buffer
 
 
 class Pipe:
@@ -91,6 +92,27 @@ class Pipe:
         return self._state.context
 
     # Hooks -----------------------------------------------------------------------
+
+    def source(self) -> Iterable[Any]:
+        """What a run given no items processes (``sess.run("name")``, ``datapipe run
+        name``, scheduled runs): a QuerySet, a list or an iterable. Called once per run,
+        on an instance with no item. The base class has none: such a run raises
+        :class:`~datapipe.exceptions.InvalidItems`.
+        """
+        raise InvalidItems(
+            f"{type(self).__qualname__} was given no items and has no source(): pass the "
+            "items to run(), or write def source(self): return MyModel.objects.all() on "
+            "the pipe."
+        )
+
+    @classmethod
+    def items_from_source(cls, context=None) -> Iterable[Any]:
+        """The items of :meth:`source`, checked (never None)."""
+        items = cls(state=PipeState(context)).source()
+        if items is None:
+            raise InvalidItems(f"{cls.__qualname__}.source() returned None: return the items "
+                               "to process (a QuerySet, a list or an iterable).")
+        return items
 
     def prepare(self, items: Iterable[Any]) -> Iterable[Any]:
         """Called once per run (per chunk in Celery) on an instance with no item.
@@ -165,8 +187,8 @@ class Pipe:
                     f"add_to_save() takes unsaved model instances; {obj!r:.80} "
                     "is already saved (update it with save() or a query instead)."
                 )
-        if self._state.sink is not None:
-            self._state.sink.add(objs, direct)
+        if self._state.buffer is not None:
+            self._state.buffer.add(objs, direct)
         elif direct:
             for obj in objs:
                 obj.save()

@@ -19,8 +19,8 @@ SURROGATE = b"caf\xe9".decode("utf-8", "surrogateescape")  # "caf\udce9"
 
 def test_get_session_refuses_an_unknown_option_naming_the_accepted_ones():
     with pytest.raises(TypeError, match=r"^get_session\(\) got unknown keyword unknown; accepted: "
-                       r"atomic, chunksize, concurrency, context, debug, keep_results, progress, "
-                       r"using$"):
+                       r"atomic, chunksize, concurrency, context, debug, keep_results, "
+                       r"max_error_rate, max_errors, progress, retry, using$"):
         get_session(unknown=1)
 
 

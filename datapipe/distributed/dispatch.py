@@ -60,7 +60,7 @@ def _context_json(value: dict, what: str = "The session's context") -> dict:
 
 
 def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
-             queue: str | None = None, **task_options) -> RunHandle:
+             queue: str | None = None, options=None, **task_options) -> RunHandle:
     """Write the run and its chunks, send them once committed, return a :class:`RunHandle`.
 
     Called by ``Session.run_in_celery``. Inside a transaction the tasks are sent when
@@ -78,7 +78,7 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
         raise ValueError(f"celery_chunksize must be a positive integer, not {celery_chunksize!r}")
     if isinstance(items, QuerySet) and items._iterable_class is not ModelIterable:
         items = list(items)  # values()/values_list() rows are sent as JSON values
-    options = session.options
+    options = options or session.options
     using = database_for(items, options.using)
     sent_with = {
         "context": _context_json(session.context),
