@@ -21,7 +21,7 @@ from .options import RunOptions
 from .pipe import AttrDict
 from .registry import registry
 from .report import RunReport
-from .sources import check_items
+from .items import check_items
 from .transactions import serialised
 
 __all__ = ["run_chain", "run_triggers"]

@@ -34,7 +34,7 @@ from .options import RunOptions
 from .pipe import AttrDict, PipeState
 from .registry import registry
 from .report import RunReport
-from .sources import check_items, iterate
+from .items import check_items, iterate
 from .tracking import Tracker
 from .transactions import ItemSavepoints, RunTransaction, register_on_commit
 

@@ -12,7 +12,7 @@ from .options import SESSION_OPTIONS, RunOptions, refuse_unknown
 from .pipe import AttrDict
 from .registry import registry
 from .report import RunReport
-from .sources import check_items, default_pipeline_name
+from .items import check_items, default_pipeline_name
 
 __all__ = ["RunOptions", "Session", "get_session"]
 

@@ -23,7 +23,7 @@ from django.db.models.query import ModelIterable
 from ..errors.text import readable
 from ..exceptions import ItemNotSerializable
 from ..identity import pk_json
-from ..sources import keyset_pages
+from ..items import keyset_pages
 
 __all__ = [
     "decode_chunk", "encode_chunks", "json_copy", "json_problem", "payload_size", "payload_values",
