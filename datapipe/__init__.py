@@ -3,11 +3,15 @@
 Importing this package imports no models, so it works before the app registry is ready.
 """
 
+#: The version of datapipe (the one source of it: setup.cfg reads it from here).
+__version__ = "0.1.0"
+
 from .errors.reprocess import reprocess
 from .exceptions import (
     ConnectionClosed,
     DatapipeError,
     DispatchFailed,
+    ErrorThresholdExceeded,
     FetchUsedDatabase,
     InvalidFetch,
     InvalidItems,
@@ -22,6 +26,7 @@ from .exceptions import (
 )
 from .pipe import Pipe
 from .registry import pipeline, registry
+from .retry import Retry
 from .session import Session, get_session
 
 __all__ = [
@@ -29,6 +34,7 @@ __all__ = [
     "Pipe",
     "pipeline",
     "registry",
+    "Retry",
     # Running them
     "Session",
     "get_session",
@@ -49,4 +55,5 @@ __all__ = [
     "DispatchFailed",
     "InvalidFetch",
     "FetchUsedDatabase",
+    "ErrorThresholdExceeded",
 ]

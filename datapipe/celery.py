@@ -7,8 +7,9 @@ Call :func:`configure` in the module that creates the app::
     datapipe.celery.configure(app)
     app.autodiscover_tasks()
 
-It also puts the sweep (:mod:`datapipe.distributed.sweep`) in the beat schedule: run
-``celery beat`` (or a worker with ``-B``) so that runs heal by themselves.
+It also puts the sweep (:mod:`datapipe.distributed.sweep`) and every pipeline declared
+with ``schedule=`` (:mod:`datapipe.schedules`) in the beat schedule: run ``celery beat``
+(or a worker with ``-B``) so that runs heal by themselves and scheduled pipelines run.
 
 Celery's Django fix-up closes every database connection before and after every task,
 so each chunk pays a new connection (and PostgreSQL a new backend process): measured
@@ -19,23 +20,56 @@ recycles them with the process.
 
 from __future__ import annotations
 
+import logging
+
 from celery import signals
 from celery.fixups.django import DjangoFixup
 from django.db import connections
 
+logger = logging.getLogger("datapipe")
+
 __all__ = ["close_broken_connections", "configure", "keep_database_connections",
-           "schedule_sweep"]
+           "schedule_pipelines", "schedule_sweep"]
 
 
-def configure(app, sweep_queue: str | None = None) -> None:
+def configure(app, sweep_queue: str | None = None, schedule_queue: str | None = None) -> None:
     """Make ``app``'s workers fit for datapipe: JSON accepted, connections kept, and the
     sweep (task ``datapipe.sweep``) in the beat schedule every ``DATAPIPE["SWEEP_EVERY"]``
-    seconds, sent to ``sweep_queue`` (default: Celery's default queue)."""
+    seconds, sent to ``sweep_queue`` (default: Celery's default queue); the scheduled
+    pipelines too, sent to ``schedule_queue``, once beat starts (the pipes modules are
+    read then)."""
     accepted = list(app.conf.accept_content or [])
     if "json" not in accepted:
         app.conf.accept_content = [*accepted, "json"]
     keep_database_connections(app)
     schedule_sweep(app, sweep_queue)
+
+    def on_beat_init(sender=None, **kwargs):
+        # Beat has set Django up (the pipes modules can be read) and built its scheduler
+        # from beat_schedule already: the entries go to both.
+        entries = schedule_pipelines(app, schedule_queue)
+        scheduler = getattr(sender, "scheduler", None)
+        if scheduler is not None and entries:
+            scheduler.update_from_dict(entries)
+
+    signals.beat_init.connect(on_beat_init, weak=False)
+
+
+def schedule_pipelines(app, queue: str | None = None) -> dict:
+    """Put each pipeline declared with ``schedule=`` in ``app.conf.beat_schedule`` as
+    ``datapipe:<name>`` (task ``datapipe.scheduled``); return those entries. Needs the
+    app registry ready (beat's start-up has set Django up)."""
+    from .registry import registry
+
+    entries = {}
+    for name, schedule in registry.schedules().items():
+        entry = {"task": "datapipe.scheduled", "schedule": schedule, "args": [name]}
+        if queue:
+            entry["options"] = {"queue": queue}
+        entries[f"datapipe:{name}"] = entry
+    app.conf.beat_schedule = {**(app.conf.beat_schedule or {}), **entries}
+    logger.info("Scheduled pipelines in the beat schedule: %s", ", ".join(entries) or "none")
+    return entries
 
 
 def schedule_sweep(app, queue: str | None = None) -> None:

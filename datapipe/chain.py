@@ -11,20 +11,49 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from django.db import transaction
 from django.db.models import QuerySet
 
+from . import changes
 from .engine import Engine
 from .exceptions import PipelineCycle
 from .identity import database_for
+from .items import check_items
 from .lifecycle import LocalRecord, RunRecord
 from .options import RunOptions
 from .pipe import AttrDict
 from .registry import registry
 from .report import RunReport
-from .items import check_items
+from .selection import select_items
 from .transactions import serialised
 
-__all__ = ["run_chain", "run_triggers"]
+__all__ = ["run_chain", "run_requested", "run_triggers"]
+
+
+def run_requested(name: str, items: Any, options: RunOptions, context: AttrDict) -> RunReport:
+    """What ``Session.run`` does: the items ``options.select`` keeps, then
+    :func:`run_chain`, or for a dry run all of it in a transaction rolled back at the
+    end, with the report's ``changes`` counted meanwhile."""
+    using = database_for(items, options.using)
+    items = select_items(items, name, options.select, using)
+    if not options.dry_run:
+        return run_chain(name, items, options, context)
+    with changes.counting() as counted:
+        try:
+            with transaction.atomic(using=using):
+                report = run_chain(name, items, options, context)
+                raise _RolledBack(report)
+        except _RolledBack as rolled_back:
+            report = rolled_back.report
+    report.changes = counted
+    return report
+
+
+class _RolledBack(Exception):
+    """Leaves a dry run's transaction, rolling it back, with its report."""
+
+    def __init__(self, report):
+        self.report = report
 
 
 def run_chain(name: str, items: Any, options: RunOptions, context: AttrDict, *,
@@ -55,7 +84,9 @@ def run_chain(name: str, items: Any, options: RunOptions, context: AttrDict, *,
 def _run_chain(name, items, options, context, record, parent, triggered_by, active, depends,
                using) -> RunReport:
     if record is None:
-        record = LocalRecord(name, using, parent=parent, triggered_by=triggered_by)
+        # prune=True is a full refresh of the pipeline asked for, not of those it chains.
+        record = LocalRecord(name, using, parent=parent, triggered_by=triggered_by,
+                             prune=options.prune and parent is None)
     run = record.run
     try:
         dependency_reports = [

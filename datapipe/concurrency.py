@@ -229,6 +229,11 @@ class _NoFetch:
         for item in items:
             yield item, cls(item, state=state), None
 
+    def again(self, item) -> tuple[Any, Any]:
+        """A fresh instance for another try of ``item`` (``Pipe.retry``), with its fetch
+        started: ``(instance, pending)`` as :meth:`ahead` yields them."""
+        return self.cls(item, state=self.state), None
+
     def complete(self, pipe, pending) -> None:
         """Return once ``pipe``'s fetch is done; raise what it raised."""
 
@@ -261,6 +266,10 @@ class _WindowFetcher(_NoFetch):
         super().__init__(cls, state)
         self.concurrency = concurrency
         self.window = WINDOW * concurrency
+
+    def again(self, item) -> tuple[Any, Any]:
+        pipe = self.cls(item, state=self.state)
+        return pipe, self.submit(pipe)
 
     def ahead(self, items: Iterable) -> Iterator[tuple[Any, Any, Any]]:
         cls, state, window = self.cls, self.state, deque()

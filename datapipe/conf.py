@@ -43,6 +43,15 @@ DEFAULTS = {
     # Seconds between two sweeps (task datapipe.sweep) in the beat schedule that
     # datapipe.celery.configure(app) sets up.
     "SWEEP_EVERY": 60,
+    # Events mailed to the ADMINS with Django's ``mail_admins``: any of ``"run_failed"``,
+    # ``"threshold_exceeded"``, ``"error_group_opened"`` (see datapipe.notify).
+    "NOTIFY": [],
+    # The absolute URL of the admin (``"https://ops.example.com/admin/"``), for the
+    # links in those mails; empty: links are paths on the site.
+    "ADMIN_URL": "",
+    # Seconds a scheduled run's lease lasts unless renewed: a worker that died
+    # holding it frees it after this (see datapipe.schedules).
+    "SCHEDULE_LEASE": 120,
 }
 
 

@@ -15,26 +15,29 @@ from typing import Any
 
 from django.db.models import QuerySet
 
-from . import signals
+from . import changes, signals
 from .buffer import ItemRecord, SaveBuffer
 from .concurrency import fetcher_for
 from .errors.store import ErrorCollector, ErrorResolver
 from .errors.text import readable
 from .exceptions import (
     ConnectionClosed,
+    ErrorThresholdExceeded,
     InvalidItems,
     PipeBreak,
     PipeContinue,
     PipeError,
     PipeIgnore,
 )
-from .identity import model_identity
+from .identity import tracked_identity
+from .items import check_items, iterate
 from .lifecycle import RunRecord, describe
-from .options import RunOptions
+from .options import RunOptions, check_retry
 from .pipe import AttrDict, PipeState
 from .registry import registry
 from .report import RunReport
-from .items import check_items, iterate
+from .retry import RetryQueue
+from .thresholds import RATE_JUDGED_FROM, Thresholds
 from .tracking import Tracker
 from .transactions import ItemSavepoints, RunTransaction, register_on_commit
 
@@ -67,6 +70,20 @@ class Engine:
         self.errors = ErrorCollector(name, self.using,
                                      run=record.run if record.run.distributed else None)
         self.tracker = Tracker(name, self.using, triggered_by, enabled=self.cls.track)
+        self._policies(options)
+
+    def _policies(self, options: RunOptions) -> None:
+        """Retry and error thresholds: the session's, else the pipe's (checked here)."""
+        retry = options.retry if options.retry is not None else self.cls.retry
+        try:
+            self.retry = check_retry(retry)
+        except TypeError as exc:
+            raise TypeError(f"{self.cls.__qualname__}: {exc}") from None
+        self.retries = RetryQueue()
+        self.thresholds = Thresholds.of(self.cls, options)
+        self.earlier = (0, 0)  # (processed, errored) before this run, see _judge
+        if self.thresholds.active:
+            self.earlier = self.record.earlier_counts()
 
     def run(self, items: Any) -> RunReport:
         """Process ``items``; return the report. ``PipeError`` and debug errors propagate."""
@@ -94,7 +111,9 @@ class Engine:
         self._ended(started)
         self._save_errors()
         record.committed(report, self.cls(state=self.state))
-        logger.info("Run %s finished: %s", run.pk, report)
+        # One line per run; at WARNING when items errored (each was logged at INFO).
+        logger.log(logging.WARNING if report.errored else logging.INFO,
+                   "Run %s finished: %s", run.pk, report)
         signals.run_finished.send(self.cls, run=run, report=report)
         return report
 
@@ -131,24 +150,36 @@ class Engine:
             fetched = self.fetcher.ahead(iterate(prepared, batch))
             for item, instance, pending in self._progress(fetched, prepared):
                 if seen is not None:
-                    seen.add(model_identity(item, self.using))
+                    seen.add(tracked_identity(item, self.using))
                 if not self._process(item, instance, pending, savepoints):
                     break
+                if self.retries and not self._retry(savepoints):
+                    break
+                if self.report.processed + self.earlier[0] == RATE_JUDGED_FROM:
+                    self._judge()
                 if self.report.processed % batch == 0 or self.buffer.size >= batch:
                     self._flush(results)
                     self._checkpoint()
+            else:
+                while self.retries:  # nothing else left to do: wait for the next one due
+                    if not self._retry(savepoints, wait=True):
+                        break
+            self._give_up_retries()
+        self._judge(final=True)
         if filtering:
             self.tracker.forget_filtered(items, prepared, None if self.report.broke else seen)
         self._flush(results)
         self._unattributed(pipe.finish, results)
         self._flush(results)
 
-    def _process(self, item, instance, pending, savepoints: ItemSavepoints) -> bool:
+    def _process(self, item, instance, pending, savepoints: ItemSavepoints,
+                 tries: int = 1) -> bool:
         """Process one item (its ``instance`` of the pipeline, whose fetch is ``pending``)
-        by the flow-control table; False stops the loop."""
+        by the flow-control table, on its try number ``tries``; False stops the loop."""
         report = self.report
         record = self.buffer.begin(item)
-        report.processed += 1
+        if tries == 1:
+            report.processed += 1
         savepoints.begin()
         try:
             result = self._call_process(item, instance, pending, savepoints)
@@ -172,11 +203,17 @@ class Engine:
             raise
         except Exception as exc:
             self._roll_back(record, savepoints)
-            self._failed(item, exc)
+            if self.retry is not None and not self.options.debug and (
+                    self.retry.applies(exc, tries)):
+                report.retried += 1
+                self.retries.push(time.monotonic() + self.retry.delay(tries), (item, tries, exc))
+                return True
+            self._failed(item, exc, tries)
             if self.options.debug:
                 raise
             # The row is captured: free the frames (and the items their locals hold).
             exc.__traceback__ = None
+            self._judge()
             return True
         else:
             record.on_commit = savepoints.commit()
@@ -214,11 +251,42 @@ class Engine:
         savepoints.rollback()
         self.buffer.drop(record)
 
-    def _failed(self, item, exc: BaseException) -> None:
+    def _retry(self, savepoints: ItemSavepoints, wait: bool = False) -> bool:
+        """Try again the items whose retry is due (``wait``: sleep until the next one is,
+        when no other item is left); False when one stops the loop."""
+        due = self.retries.wait_next() if wait else self.retries.pop_due()
+        for position, (item, tries, _) in enumerate(due):
+            instance, pending = self.fetcher.again(item)
+            if not self._process(item, instance, pending, savepoints, tries + 1):
+                for left in due[position + 1:]:
+                    self.retries.push(0, left)  # given up below, with the others
+                return False
+        return True
+
+    def _give_up_retries(self) -> None:
+        """Items still waiting for a retry when the loop stopped (a break): collected
+        with their last failure, never dropped."""
+        for item, tries, exc in self.retries.pop_due(float("inf")):
+            self._failed(item, exc, tries)
+
+    def _judge(self, final: bool = False) -> None:
+        """Raise :class:`ErrorThresholdExceeded` when more items failed than allowed:
+        (see :class:`~datapipe.thresholds.Thresholds`), over the whole run: a chunk
+        counts the chunks finished before it."""
+        if not self.thresholds.active:
+            return
+        try:
+            self.thresholds.judge(self.name, self.report.processed + self.earlier[0],
+                                  self.report.errored + self.earlier[1], final)
+        except ErrorThresholdExceeded as exceeded:
+            exceeded.errored_here = self.report.errored  # this part's error rows (a chunk)
+            raise
+
+    def _failed(self, item, exc: BaseException, attempts: int = 1) -> None:
         self.report.errored += 1
-        error = self.errors.add(item, exc)
-        logger.warning("%s failed on %s: %s: %s", self.name, error.item_repr, error.error_type,
-                       error.error_message)
+        error = self.errors.add(item, exc, attempts)
+        logger.info("%s failed on %s: %s: %s", self.name, error.item_repr, error.error_type,
+                    error.error_message)
         signals.item_failed.send(self.cls, item=item, exception=exc, run=self.record.run)
 
     def _unattributed(self, hook, arg):
@@ -244,6 +312,10 @@ class Engine:
                 self._failed(record.item, record.error)
             failed_ids = {id(record) for record in failed}
             records = [record for record in records if id(record) not in failed_ids]
+            self._judge()
+        if self.options.dry_run:
+            for record in records:
+                changes.created(record.outputs())
         self.tracker.write(records)
         self.resolver.resolve(record.item for record in records)
         for record in records:
@@ -261,9 +333,9 @@ class Engine:
     def _progress(self, iterator, items):
         if not self.options.progress:
             return iterator
-        from tqdm import tqdm
+        from .progress import iterate as progress
 
         total = items.count() if isinstance(items, QuerySet) else (
             len(items) if isinstance(items, Sequence) else None
         )
-        return tqdm(iterator, total=total, desc=self.name, unit="item")
+        return progress(iterator, self.name, "item", total)

@@ -132,3 +132,36 @@ class DispatchFailed(DatapipeError):
 
 class NothingToResend(DatapipeError):
     """``resend`` was given a run that has no chunk to send: unknown, local, or finished."""
+
+
+class ErrorThresholdExceeded(DatapipeError):
+    """More items failed than the pipeline's ``max_errors`` / ``max_error_rate`` allow:
+    the run stopped as for ``PipeError`` (an atomic run is rolled back; error rows stay).
+
+    ``errored`` and ``processed`` are the counts when it stopped.
+    """
+
+    def __init__(self, pipeline: str, errored: int, processed: int):
+        self.pipeline, self.errored, self.processed = pipeline, errored, processed
+        super().__init__(
+            f"error threshold exceeded: {errored} of {processed} items failed")
+
+
+class SourceError(DatapipeError):
+    """A file or URL could not be read (missing, refused, unknown scheme, cut short):
+    the message names the place (URL, and line when there is one)."""
+
+
+class UnreadableRecord(DatapipeError, ValueError):
+    """One record of a file could not be read (a malformed line, a missing key): its item
+    fails with this error, naming the file and the line; the other records go on."""
+
+
+class SinkError(DatapipeError):
+    """A sink could not write its file: the run fails with this message, its items do
+    not, and no partial file is left."""
+
+
+class LookupMissing(DatapipeError, LookupError):
+    """A :class:`datapipe.lookups.Lookup` found no value for a key in any tier, and no
+    ``default`` was given."""

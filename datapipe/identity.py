@@ -7,10 +7,14 @@ this module, under one rule:
   model and its primary key as text. A proxy and its concrete model name the same row,
   so they share trackers and error rows. Content types are read on the database of the
   run.
+* A **keyed record** (a :class:`~datapipe.sources.Record` read with ``key=``) is its
+  key as text: no content type, ``item_id`` the key, key ``"k:<key>"``. Trackers, error
+  rows and chunks name it so, whatever file it was read from.
 * Any **other item** is a JSON value, named by a hash of its canonical JSON
   (``"v:<sha1>"``).
 
-The key text of an error row is ``"<content type id>:<pk>"`` or ``"v:<sha1>"``.
+The key text of an error row is ``"<content type id>:<pk>"``, ``"k:<key>"`` or
+``"v:<sha1>"``.
 A chunk refers to model items by model label (the class to load them as, proxies
 kept) and primary keys in JSON (:func:`pk_json`).
 """
@@ -24,15 +28,18 @@ from typing import Any, NamedTuple
 from django.db import DEFAULT_DB_ALIAS, router
 from django.db.models import Model, QuerySet
 
+from .sources.records import Record, key_text
+
 __all__ = [
     "Identity", "content_type_id", "database_for", "identity", "json_value", "model_identity",
-    "pk_json", "value_key",
+    "pk_json", "record_identity", "tracked_identity", "value_key",
 ]
 
 
 class Identity(NamedTuple):
     """Who an item is: ``content_type_id`` and ``item_id`` (pk text) for model items;
-    ``content_type_id`` None and ``item_id`` None for values, named by ``key`` alone."""
+    ``content_type_id`` None and ``item_id`` the key text for keyed records;
+    both None for values, named by ``key`` alone."""
 
     content_type_id: int | None
     item_id: str | None
@@ -43,6 +50,12 @@ class Identity(NamedTuple):
         """The identity of the row ``pk`` of the model whose content type is given."""
         item_id = str(pk)
         return cls(content_type_id, item_id, f"{content_type_id}:{item_id}")
+
+    @classmethod
+    def of_record(cls, key: Any) -> Identity:
+        """The identity of the keyed record whose key (or key text) is ``key``."""
+        text = key_text(key)
+        return cls(None, text, "k:" + text)
 
     @property
     def is_model(self) -> bool:
@@ -69,6 +82,20 @@ def model_identity(item: Any, using: str = DEFAULT_DB_ALIAS) -> Identity | None:
     return None
 
 
+def record_identity(item: Any) -> Identity | None:
+    """The identity of a keyed record, else None."""
+    if isinstance(item, Record) and item.key is not None:
+        return Identity.of_record(item.key)
+    return None
+
+
+def tracked_identity(item: Any, using: str = DEFAULT_DB_ALIAS) -> Identity | None:
+    """The identity under which an item's outputs are tracked for reparse: that of a
+    saved model instance or of a keyed record; None for any other item (untracked)."""
+    found = model_identity(item, using)
+    return found if found is not None else record_identity(item)
+
+
 def value_key(value: Any) -> str:
     """The key of a non-model item: a hash of its canonical JSON (or of its repr)."""
     try:
@@ -83,7 +110,7 @@ def value_key(value: Any) -> str:
 
 def identity(item: Any, using: str = DEFAULT_DB_ALIAS) -> Identity:
     """The identity of any item (see the module docstring)."""
-    found = model_identity(item, using)
+    found = tracked_identity(item, using)
     return found if found is not None else Identity(None, None, value_key(item))
 
 

@@ -15,8 +15,12 @@ import logging
 
 from django.db import connections
 
+from . import notify
+from .changes import in_dry_run
 from .errors.capture import message_of
+from .exceptions import ErrorThresholdExceeded
 from .report import COUNTS
+from .sinks import deliver
 from .transactions import OutsideWriter
 
 __all__ = ["LocalRecord", "RunRecord", "describe"]
@@ -44,6 +48,12 @@ class RunRecord:
     def opened(self) -> None:
         """Called inside the run's transaction, before ``prepare``. May raise to stop
         the run (it is rolled back)."""
+
+    def earlier_counts(self) -> tuple[int, int]:
+        """``(processed, errored)`` of the run before this part of it (the chunks of a
+        distributed run finished so far), that error thresholds count with this part's
+        own; called once, when the pipeline has a threshold."""
+        return 0, 0
 
     def progressed(self, report, committing: bool) -> None:
         """Called between batches with the counts so far; ``committing`` when the batch
@@ -74,9 +84,11 @@ class LocalRecord(RunRecord):
     with its message and the outputs stay.
     """
 
-    def __init__(self, pipeline_name: str, using: str, *, parent=None, triggered_by=None):
+    def __init__(self, pipeline_name: str, using: str, *, parent=None, triggered_by=None,
+                 prune: bool = False):
         from .models import PipelineRun
 
+        self.prune = prune
         run = PipelineRun.start(pipeline_name, using, parent=parent, triggered_by=triggered_by)
         super().__init__(run, using)
         connection = connections[using]
@@ -91,6 +103,13 @@ class LocalRecord(RunRecord):
         if committing:
             self._kept = self.run.counts_update(report)
 
+    def committing(self, report, context, errors) -> None:
+        if self.prune and not report.broke:  # a loop broken off did not see every item
+            from .tracking import prune_run
+
+            prune_run(self.run, self.using,
+                      [(error.content_type_id, error.item_id) for error in errors.captured])
+
     def committed(self, report, pipe) -> None:
         self._close_outside()
         Status = self.run.Status
@@ -99,8 +118,14 @@ class LocalRecord(RunRecord):
         status, message = Status.DONE, report.message
         if message:
             status = Status.FAILED
+        failure = None if in_dry_run() else deliver(type(pipe), report.results, self.run,
+                                                    self.using)
+        if failure:  # the outputs are committed: the run fails, not its items
+            status, message = Status.FAILED, failure
+            report.message = message
         try:
-            pipe.finish_run(self.run)
+            if not in_dry_run():  # nothing was committed: nothing to finish
+                pipe.finish_run(self.run)
         except Exception as exc:
             logger.exception("finish_run of run %s of %r failed", self.run.pk,
                              self.run.pipeline_name)
@@ -108,11 +133,15 @@ class LocalRecord(RunRecord):
             report.message = message
         self.run.close(status, report, message)
         report.status = status
+        if status == Status.FAILED and not in_dry_run():
+            notify.run_failed(self.run)
 
     def rolled_back(self, report, exc: BaseException) -> None:
         self._close_outside()
         self.run.close(self.run.Status.FAILED, self._kept, describe(exc))
         report.status = self.run.Status.FAILED
+        if not in_dry_run():
+            notify.run_failed(self.run)
 
     def _close_outside(self) -> None:
         outside, self._outside = self._outside, None
@@ -125,4 +154,6 @@ def describe(exc: BaseException) -> str:
     :func:`datapipe.errors.capture.message_of`)."""
     if isinstance(exc, KeyboardInterrupt):
         return "interrupted (KeyboardInterrupt): rolled back to its last commit"
+    if isinstance(exc, ErrorThresholdExceeded):
+        return message_of(exc)
     return f"{type(exc).__name__}: {message_of(exc)}"

@@ -260,6 +260,9 @@ def _walk_up(model: type[Model], pk: Any, using: str, max_steps: int):
         if (type_id, item_id) in seen:
             return
         seen.add((type_id, item_id))
+        if type_id is None:  # a keyed record (datapipe.sources): read from a file, no row
+            yield pipeline, None, "record", item_id, made_at, triggered_by
+            return
         content_type = ContentType.objects.db_manager(using).get_for_id(type_id)
         model = content_type.model_class()
         label = f"{content_type.app_label}.{content_type.model}"

@@ -79,6 +79,10 @@ class RunOptions:
             progress = sys.stderr.isatty()
         if using is not None and not isinstance(using, str):
             raise TypeError(f"using must be a database alias, not {using!r}")
+        if prune is True and select != "all":
+            raise ValueError(f"prune=True is a full refresh: it needs every item (select="
+                             f"'all'), not select={select!r}, or it would delete the outputs "
+                             "of the items left out")
         return cls(
             debug=flag("debug", conf.get("DEBUG") if debug is None else debug),
             chunksize=chunksize,

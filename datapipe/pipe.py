@@ -70,11 +70,26 @@ class Pipe:
         For how many items at a time :meth:`fetch` runs (default 1: one item after
         the other, before its ``process``). ``get_session(concurrency=N)`` overrides it
         for the session's runs.
+    ``retry``
+        A :class:`~datapipe.Retry`: items failing with one of its exceptions are tried
+        again later, while the others go on (default None: never).
+    ``max_errors`` / ``max_error_rate``
+        Stop the run (as ``PipeError`` does) and raise
+        :class:`~datapipe.exceptions.ErrorThresholdExceeded` once more than
+        ``max_errors`` items failed, or more than this fraction of the items processed
+        (judged from 100 items on, and at the end). Default None: never.
+    ``sink``
+        A :class:`datapipe.sinks.Sink` (or a list): the run's results are written to
+        its file after the run commits (default None).
     """
 
     depends: Sequence[str] = ()
     track: bool = True
     concurrency: int = 1
+    retry = None
+    max_errors: int | None = None
+    max_error_rate: float | None = None
+    sink = None
     _fetching = False  # set on the instance while its fetch() runs
 
     def __init__(self, item: Any = None, *, state: PipeState | None = None):
@@ -249,8 +264,10 @@ class Pipe:
 
     @classmethod
     def consumes_results(cls) -> bool:
-        """Whether some class of the MRO overrides ``finish`` (so results are needed)."""
-        return any("finish" in vars(klass) for klass in cls.__mro__ if klass is not Pipe)
+        """Whether some class of the MRO overrides ``finish``, or the pipeline has a
+        ``sink`` (so results are needed)."""
+        return cls.sink is not None or any(
+            "finish" in vars(klass) for klass in cls.__mro__ if klass is not Pipe)
 
     @classmethod
     def merged_depends(cls) -> list[str]:

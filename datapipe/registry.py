@@ -34,12 +34,14 @@ class Registry:
         self._classes: dict[str, list[type]] = {}
         self._triggers: dict[str, list[str]] = {}  # source name -> triggered names
         self._composed: dict[str, type] = {}
+        self._schedules: dict[str, object] = {}  # name -> Celery schedule
         self._ready = False
 
     # Registration ------------------------------------------------------------------
 
-    def register(self, name: str, cls: type, triggers=()) -> None:
-        """Register ``cls`` under ``name``, triggered after each run of ``triggers``."""
+    def register(self, name: str, cls: type, triggers=(), schedule=None) -> None:
+        """Register ``cls`` under ``name``, triggered after each run of ``triggers``,
+        run on ``schedule`` (see :mod:`datapipe.schedules`) when given."""
         if not isinstance(name, str) or not name.strip() or name != name.strip():
             raise PipelineDefinitionError(f"A pipeline name must be a non-empty string: {name!r}")
         if not (isinstance(cls, type) and issubclass(cls, self.base_class)):
@@ -49,8 +51,14 @@ class Registry:
         classes = [c for c in self._classes.get(name, []) if _class_id(c) != _class_id(cls)]
         classes.append(cls)
         self._compose(name, classes)  # raises before anything is changed
+        if schedule is not None:
+            from .schedules import as_schedule  # celery's, imported when a schedule is used
+
+            schedule = as_schedule(schedule, name)
         with self._undone_on_error():
             self._classes[name] = classes
+            if schedule is not None:
+                self._schedules[name] = schedule
             for source in triggers:
                 targets = self._triggers.setdefault(source, [])
                 if name not in targets:
@@ -62,6 +70,7 @@ class Registry:
         """Forget the pipeline ``name`` and the triggers it declared."""
         self._classes.pop(name, None)
         self._composed.pop(name, None)
+        self._schedules.pop(name, None)
         for targets in self._triggers.values():
             if name in targets:
                 targets.remove(name)
@@ -70,10 +79,11 @@ class Registry:
         return (
             {k: list(v) for k, v in self._classes.items()},
             {k: list(v) for k, v in self._triggers.items()},
+            dict(self._schedules),
         )
 
     def _restore(self, snapshot):
-        self._classes, self._triggers = snapshot
+        self._classes, self._triggers, self._schedules = snapshot
         self._composed.clear()
 
     @contextmanager
@@ -132,6 +142,11 @@ class Registry:
         """Names the pipeline ``name`` depends on, merged across its base classes."""
         return self.get(name).merged_depends()
 
+    def schedules(self) -> dict:
+        """``{name: Celery schedule}`` of the pipelines declared with ``schedule=``."""
+        self.autodiscover()
+        return dict(self._schedules)
+
     def triggers_of(self, name: str) -> list[str]:
         """Names of the pipelines run on the results of each run of ``name``."""
         return list(self._triggers.get(name, ()))
@@ -181,18 +196,20 @@ class Registry:
 registry = Registry()
 
 
-def pipeline(name: str, *, trigger: str | None = None, triggers=()):
+def pipeline(name: str, *, trigger: str | None = None, triggers=(), schedule=None):
     """Class decorator registering a :class:`~datapipe.Pipe` subclass as pipeline ``name``.
 
     ``trigger`` (one name) or ``triggers`` (several) name pipelines after each run of
     which this one runs on their collected results, in its own transaction.
+    ``schedule`` (a cron string, a timedelta or a Celery schedule): ``celery beat`` runs
+    the pipeline over its ``source()`` on that timetable (see :mod:`datapipe.schedules`).
     """
     if isinstance(triggers, str):
         triggers = [triggers]
     sources = list(triggers) + ([trigger] if trigger else [])
 
     def decorate(cls):
-        registry.register(name, cls, triggers=sources)
+        registry.register(name, cls, triggers=sources, schedule=schedule)
         return cls
 
     return decorate

@@ -37,6 +37,8 @@ class RunReport:
     #: The run record's final status (``done`` or ``failed``) and why it failed.
     status: str = "running"
     message: str = ""
+    #: A dry run's changes: ``{"app_label.Model": {"created": n, "deleted": m}}``.
+    changes: dict = field(default_factory=dict)
 
     @property
     def items_per_second(self) -> float:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .items import check_items, default_pipeline_name
 from .options import SESSION_OPTIONS, RunOptions, refuse_unknown
 from .pipe import AttrDict
 from .registry import registry
 from .report import RunReport
-from .items import check_items, default_pipeline_name
 
 __all__ = ["RunOptions", "Session", "get_session"]
 
@@ -67,9 +67,9 @@ class Session:
         """
         options = self.options.for_run(select=select, dry_run=dry_run, prune=prune)
         items, name = _arguments(items, name, kwargs, self.context)
-        from .chain import run_chain  # not at import time: it imports the models
+        from .chain import run_requested  # not at import time: it imports the models
 
-        return run_chain(name, items, options, self.context)
+        return run_requested(name, items, options, self.context)
 
     def run_in_celery(self, items=_MISSING, name=None, celery_chunksize=10, queue=None, *,
                       select: str = "all", prune: bool = False, dry_run: bool = False,

@@ -1,5 +1,6 @@
-"""The Celery tasks: ``datapipe.run`` (one chunk of a distributed run) and
-``datapipe.sweep`` (heals the runs that stopped moving).
+"""The Celery tasks: ``datapipe.run`` (one chunk of a distributed run),
+``datapipe.sweep`` (heals the runs that stopped moving) and ``datapipe.scheduled`` (a
+pipeline's run on its schedule, sent by ``celery beat``).
 
 Thin on purpose: the work is :func:`datapipe.distributed.worker.run_chunk`. The options
 make a killed worker lose nothing: the message is acknowledged only after the chunk
@@ -21,7 +22,7 @@ from django.conf import settings
 from .distributed.sweep import sweep as sweep_runs
 from .distributed.worker import CONNECTION_ERRORS, MAX_RETRIES, run_chunk
 
-__all__ = ["run", "sweep"]
+__all__ = ["run", "scheduled", "sweep"]
 
 logger = logging.getLogger("datapipe")
 
@@ -57,3 +58,16 @@ def sweep(stale_after=None) -> str:
         logger.error("Rejected a datapipe.sweep message: stale_after=%r", stale_after)
         return "rejected"
     return str(sweep_runs(stale_after))
+
+
+@shared_task(name="datapipe.scheduled", serializer="json")
+def scheduled(name=None) -> dict | str:
+    """Run the pipeline ``name`` over its ``source()``, unless its previous scheduled run
+    still runs; see :mod:`datapipe.schedules`."""
+    from .registry import registry
+    from .scheduled import run_scheduled
+
+    if not isinstance(name, str) or name not in registry:
+        logger.error("Rejected a datapipe.scheduled message: name=%r", name)
+        return "rejected"
+    return run_scheduled(name)

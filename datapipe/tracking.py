@@ -19,12 +19,16 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast
 from django.utils import timezone
 
+from . import changes
 from .buffer import ItemRecord
 from .bulk import insert_rows
-from .identity import Identity, content_type_id, model_identity
+from .identity import Identity, content_type_id, tracked_identity
 from .models import PipelineTrack
 
 __all__ = ["Tracker", "delete_outputs"]
+
+#: Trackers read at a time by :meth:`Tracker.prune`.
+PRUNE_PAGE = 1000
 
 # The columns Tracker.write fills, in the order of its rows.
 _TRACK_FIELDS = (
@@ -72,7 +76,9 @@ def delete_outputs(outputs: dict[str, list], using: str) -> None:
         outputs = derived
     for level in reversed(levels):  # what was derived goes first (foreign keys)
         for label, pks in level.items():
-            apps.get_model(label)._base_manager.using(using).filter(pk__in=pks).delete()
+            _, by_label = apps.get_model(label)._base_manager.using(using).filter(
+                pk__in=pks).delete()
+            changes.deleted(by_label)
 
 
 class Tracker:
@@ -92,11 +98,31 @@ class Tracker:
         by_type: dict[int, list[str]] = {}
         for record in records:
             if record.key is None:
-                record.key = model_identity(record.item, self.using)
+                record.key = tracked_identity(record.item, self.using)
             if record.key is not None:
                 by_type.setdefault(record.key.content_type_id, []).append(record.key.item_id)
         for type_id, ids in by_type.items():
             self._revert_rows(self._rows_of(type_id, ids))
+
+    def prune(self, since, kept: Iterable[tuple] = ()) -> int:
+        """A full refresh (``run(prune=True)``): delete the outputs and trackers of the
+        items tracked under the pipeline whose trackers were last written before
+        ``since`` (the run's start: this run did not process them into outputs), except
+        ``kept``, ``(content type id, item id)`` pairs (the items that failed in this
+        run: an error keeps old outputs).
+        Returns how many items were pruned; a page of trackers at a time."""
+        if not self.enabled:
+            return 0
+        kept = set(kept)
+        stale = self._tracks.filter(updated_at__lt=since).order_by("id")
+        pruned, last = 0, 0
+        while page := list(stale.filter(id__gt=last).values_list(
+                "id", "item_content_type_id", "item_id")[:PRUNE_PAGE]):
+            last = page[-1][0]
+            ids = [row_id for row_id, *item in page if tuple(item) not in kept]
+            self._revert_rows(PipelineTrack.objects.using(self.using).filter(id__in=ids))
+            pruned += len(ids)
+        return pruned
 
     def _rows_of(self, type_id: int, ids: list[str]) -> QuerySet:
         rows = self._tracks.filter(item_content_type_id=type_id)
@@ -179,6 +205,15 @@ class Tracker:
         )
 
 
+def prune_run(run, using: str, failed: Iterable[tuple]) -> int:
+    """Prune (:meth:`Tracker.prune`) under ``run``'s pipeline what ``run`` did not
+    process, except the ``failed`` items (pairs); return how many items were pruned."""
+    from .registry import registry
+
+    tracker = Tracker(run.pipeline_name, using, enabled=registry.get(run.pipeline_name).track)
+    return tracker.prune(run.started_at, failed)
+
+
 def _item_id_in(ids: list[str], using: str):
     """A filter on ``PipelineTrack.item_id`` in ``ids``: on PostgreSQL, one parameter.
 
@@ -200,13 +235,13 @@ def _item_id_in(ids: list[str], using: str):
 
 
 def _keys_of(items: Any, using: str):
-    """The identities of the model items among ``items``."""
+    """The identities of the tracked items (model items, keyed records) among ``items``."""
     if isinstance(items, QuerySet):
         type_id = content_type_id(items.model, using)
         for pk in items.order_by().values_list("pk", flat=True).iterator():
             yield Identity.of_row(type_id, pk)
         return
     for item in items:
-        key = model_identity(item, using)
+        key = tracked_identity(item, using)
         if key is not None:
             yield key

@@ -91,4 +91,6 @@ def pytest_collection_modifyitems(config, items):
         items[:] = keep
 
 
+from tests.io_servers import http_files, s3_server  # noqa: E402,F401  (file servers)
+from tests.runners import runner  # noqa: E402,F401  (local and Celery runs)
 from tests.workers import celery_queue, celery_worker, start_worker  # noqa: E402,F401  (Celery fixtures)

@@ -4,11 +4,12 @@ import asyncio
 import os
 import signal
 import time
+from datetime import timedelta
 
 from django.db import connection, transaction
 
-from datapipe import Pipe, pipeline
-from tests.testapp.models import Note, ResultItem
+from datapipe import Pipe, Retry, pipeline
+from tests.testapp.models import Note, ResultItem, SourceItem
 from tests.testapp.pipes import Flow
 
 
@@ -178,3 +179,57 @@ class Fetching(Pipe):
     def finish(self, results):
         self.context.most_in_flight = self.local.most
         super().finish(results)
+
+
+#: Tries seen per item pk, in this process (a chunk's retries run in one process).
+TRIES: dict = {}
+
+
+@pipeline("dist.flaky")
+class Flaky(Pipe):
+    """One ResultItem per item; an item of behaviour ``fails:N`` raises TimeoutError on
+    its first N tries (``fails:99``: always), ``bug`` raises KeyError (never retried).
+    Retried 3 times in all, backoff ``context.backoff`` (default 0.05 s)."""
+
+    retry = Retry(on=(TimeoutError,), attempts=3, backoff=0.05, max_delay=1)
+
+    def process(self):
+        item = super().process()
+        tries = TRIES[item.pk] = TRIES.get(item.pk, 0) + 1
+        self.add_to_save(ResultItem(source=item, number=tries))
+        if item.behaviour.startswith("fails:") and tries <= int(item.behaviour[6:]):
+            raise TimeoutError(f"try {tries} of item {item.pk} timed out")
+        if item.behaviour == "bug":
+            raise KeyError("bug")
+        return item
+
+
+@pipeline("dist.fragile")
+class Fragile(Pipe):
+    """One ResultItem per item; ``error`` items raise; at most 2 errors allowed."""
+
+    max_errors = 2
+
+    def process(self):
+        item = super().process()
+        self.add_to_save(ResultItem(source=item, number=item.number))
+        if item.behaviour == "error":
+            raise ValueError(f"item {item.number} is bad")
+        return item
+
+
+@pipeline("dist.scheduled",
+          schedule=timedelta(seconds=1) if os.environ.get("DATAPIPE_TEST_SCHEDULE") else None)
+class Scheduled(Pipe):
+    """Every second in a worker started with DATAPIPE_TEST_SCHEDULE set: one ResultItem
+    per run (number: the run id), after sleeping 2.5 s, so that the next ones are skipped
+    while it runs."""
+
+    def source(self):
+        return SourceItem.objects.filter(behaviour="scheduled")[:1]
+
+    def process(self):
+        item = super().process()
+        time.sleep(2.5)
+        self.add_to_save(ResultItem(source=item, number=self.context.get("n", 0)))
+        return item

@@ -33,7 +33,8 @@ def test_run_processes_the_filtered_rows_of_a_model_and_prints_the_report():
     SourceItem.objects.bulk_create([SourceItem(number=n) for n in (1, 2, 3)])
     SourceItem.objects.create(number=4, behaviour="error")
 
-    out = datapipe("run", "flow", "--model", "testapp.SourceItem", "--filter", "number__gte=2")
+    out = datapipe("run", "flow", "--model", "testapp.SourceItem", "--filter", "number__gte=2",
+                   "--allow-errors")
 
     assert "flow: 3 processed, 2 succeeded, 0 continued, 0 ignored, 1 errored" in out
     assert "(triggered) flow.derived: 2 processed" in out
@@ -197,7 +198,8 @@ def test_run_in_celery_waits_with_progress_and_prints_the_counts(celery_worker):
     SourceItem.objects.create(behaviour="error")
 
     out = datapipe("run", "flow", "--model", "testapp.SourceItem", "--celery",
-                   "--queue", celery_worker.queue, "--chunksize", "2", "--wait")
+                   "--queue", celery_worker.queue, "--chunksize", "2", "--wait",
+                   "--allow-errors")
 
     run = PipelineRun.objects.get(pipeline_name="flow", distributed=True)
     assert f"Run {run.pk} of 'flow' sent to Celery" in out

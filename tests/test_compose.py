@@ -20,7 +20,7 @@ def services(compose):
 
 
 def test_compose_defines_postgres_redis_web_and_worker(services):
-    assert set(services) == {"postgres", "redis", "web", "worker"}
+    assert set(services) == {"postgres", "redis", "web", "worker", "beat"}
     assert services["postgres"]["image"].startswith("postgres:")
     assert services["redis"]["image"].startswith("redis:")
 
@@ -68,8 +68,16 @@ def test_worker_runs_celery_on_the_demo_project(services):
     assert command[command.index("-A") + 1] == "demoproject"
     assert "worker" in command
     assert command[command.index("--workdir") + 1] == "demo"
-    assert "--beat" in command  # the sweep's scheduler
+    assert "--beat" not in command  # beat is a service of its own
     assert (ROOT / "demo" / "demoproject" / "celery.py").is_file()
+
+
+def test_beat_is_one_service_of_its_own_on_the_demo_project(services):
+    command = services["beat"]["command"].split()
+    assert command[:1] == ["celery"] and "beat" in command
+    assert command[command.index("-A") + 1] == "demoproject"
+    assert command[command.index("--workdir") + 1] == "demo"
+    assert services["beat"]["depends_on"]["worker"]["condition"] == "service_healthy"
 
 
 def test_web_and_worker_wait_for_healthy_servers(services):

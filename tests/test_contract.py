@@ -8,38 +8,11 @@ takes ``runner``, which runs a pipeline over SourceItems either in this process
 
 from collections import Counter
 
-import pytest
-
 import tests.distributed_pipes  # noqa: F401  (registers the dist.* pipelines)
-from datapipe import get_session
 from datapipe.models import PipelineError, PipelineRun, PipelineTrack
 from tests.testapp.models import Derived, Note, ResultItem, SourceItem
 
-WAIT = 60
 COUNTS = ("processed", "succeeded", "continued", "ignored", "errored")
-
-
-class Runner:
-    """Runs a pipeline over SourceItems locally or in Celery; returns the run record."""
-
-    def __init__(self, backend: str, queue: str | None = None):
-        self.backend = backend
-        self.queue = queue
-
-    def run(self, name, items=None, **options):
-        items = SourceItem.objects.all() if items is None else items
-        session = get_session(progress=False, **options)
-        if self.backend == "local":
-            return PipelineRun.objects.get(pk=session.run(items, name).run_id)
-        handle = session.run_in_celery(items, name, celery_chunksize=2, queue=self.queue)
-        return handle.wait(timeout=WAIT)
-
-
-@pytest.fixture(params=["local", pytest.param("celery", marks=pytest.mark.postgresql)])
-def runner(request, transactional_db):
-    if request.param == "local":
-        return Runner("local")
-    return Runner("celery", request.getfixturevalue("celery_worker").queue)
 
 
 def make_items(behaviours, number=1):

@@ -93,7 +93,7 @@ def test_an_object_nothing_processed_is_said_plainly():
     ["nope.Nope", "1"], ["SourceItem", "1"], ["testapp.SourceItem", "999999"],
     ["testapp.SourceItem", "not-a-pk"], ["testapp.SourceItem", "1", "--depth", "-1"],
 ])
-def test_an_unknown_model_or_pk_is_a_clear_error_with_exit_status_1(args, capsys):
+def test_an_unknown_model_or_pk_is_a_usage_error_with_exit_status_2(args, capsys):
     if args[-1] == "-1":
         SourceItem.objects.create(pk=1)
     with pytest.raises(CommandError, match="No |--depth"):
@@ -101,7 +101,7 @@ def test_an_unknown_model_or_pk_is_a_clear_error_with_exit_status_1(args, capsys
 
     with pytest.raises(SystemExit) as exited:
         Command().run_from_argv(["manage.py", "datapipe", "lineage", *args])
-    assert exited.value.code == 1
+    assert exited.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
 
 

@@ -7,6 +7,11 @@ unregister the model and register the subclass::
 
     admin.site.unregister(PipelineError)
     admin.site.register(PipelineError, MyPipelineErrorAdmin)
+
+The datapipe landing page (:mod:`.dashboard`) is the app index at ``/admin/datapipe/``.
+The default site's index shows datapipe's counts (runs running, open error groups)
+unless the project set its own ``index_template``, which can show them with
+``{% load datapipe_admin %}{% datapipe_counts %}``.
 """
 
 from django.contrib import admin
@@ -21,3 +26,5 @@ __all__ = ["LineageAdmin", "LineageMixin", "PipelineErrorAdmin", "PipelineRunAdm
 admin.site.register(PipelineError, PipelineErrorAdmin)
 admin.site.register(PipelineRun, PipelineRunAdmin)
 admin.site.register(Lineage, LineageAdmin)
+if admin.site.index_template is None:
+    admin.site.index_template = "datapipe/admin/index.html"

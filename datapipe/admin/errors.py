@@ -5,7 +5,9 @@ Error rows are read-only. Reprocessing and marking rows resolved need the permis
 
 The error change list shows one line per group (same pipeline and signature) by default;
 the "show" filter switches to single rows. An action on a group acts on every open row
-of that group.
+of that group. A group's page lists the distinct messages it holds, with counts; the
+``run`` parameter lists the rows of every item that failed in that run (kept per run,
+also after a later run took a row over).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.options import ShowFacets
 from django.contrib.admin.utils import quote
-from django.contrib.admin.views.main import ChangeList
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
 from django.core.exceptions import ValidationError
 from django.template.defaultfilters import truncatechars
 from django.urls import NoReverseMatch, reverse
@@ -21,7 +23,7 @@ from django.utils import formats, timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
-from ..errors.groups import group_rows, rows_of_groups
+from ..errors.groups import group_messages, group_rows, rows_of_groups
 from ..errors.reprocess import reprocess
 from ..exceptions import DatapipeError
 from ..models import PipelineError
@@ -71,6 +73,23 @@ class StatusFilter(ChoiceFilter):
         return queryset.filter(resolved=value == "resolved")
 
 
+class RunFilter(admin.SimpleListFilter):
+    """The rows of the items that failed in one run (``?run=<id>``), linked from its page."""
+
+    title = "run"
+    parameter_name = "run"
+
+    def lookups(self, request, model_admin):
+        value = self.value()
+        return [(value, f"run #{value}")] if value and value.isdigit() else []
+
+    def queryset(self, request, queryset):
+        value = self.value()
+        if value and value.isdigit():
+            return queryset.filter(occurrences__run=int(value))
+        return queryset
+
+
 class ErrorChangeList(ChangeList):
     """Filters and searches rows, then shows groups of them unless single rows are asked for."""
 
@@ -78,7 +97,16 @@ class ErrorChangeList(ChangeList):
         rows = super().get_queryset(request, exclude_parameters)
         if self.model_admin.showing_rows(request):
             return rows
-        return group_rows(rows)
+        groups = group_rows(rows)
+        if ORDER_VAR in self.params:  # a column the operator sorted by
+            groups = groups.order_by(*self.get_ordering(request, groups))
+        return groups
+
+    def get_ordering(self, request, queryset):
+        if not self.model_admin.showing_rows(request) and (
+                "open_rows" not in queryset.query.annotations):
+            return ["-pk"]  # rows about to be grouped: the groups' figures sort them after
+        return super().get_ordering(request, queryset)
 
 
 # Errors -------------------------------------------------------------------------------------
@@ -87,7 +115,7 @@ class ErrorChangeList(ChangeList):
 class PipelineErrorAdmin(TracebackPageMixin, ReadOnlyMixin, admin.ModelAdmin):
     """Collected errors: groups, rows, the rendered traceback, and what to do with them."""
 
-    list_filter = [ShowFilter, StatusFilter, "pipeline_name", "error_type"]
+    list_filter = [ShowFilter, StatusFilter, "pipeline_name", "error_type", RunFilter]
     search_fields = ["item_id", "item_repr", "error_message"]
     actions = ["reprocess_locally", "reprocess_in_celery", "mark_resolved"]
     show_full_result_count = False
@@ -101,10 +129,16 @@ class PipelineErrorAdmin(TracebackPageMixin, ReadOnlyMixin, admin.ModelAdmin):
             "error", "pipeline_name", "item", "item_value", "status", "attempts",
             "first_seen", "last_seen", "revision", "run_link",
         ]}),
-        ("This failure", {"fields": ["group"]}),
+        ("This failure", {"fields": ["group", "messages_table"]}),
         ("Stack", {"fields": ["frames_table"]}),
     ]
-    readonly_fields = ["error", "item", "status", "run_link", "group", "frames_table"]
+    readonly_fields = ["error", "item", "status", "run_link", "group", "messages_table",
+                       "frames_table"]
+    #: At most this many distinct messages of a group listed on its page.
+    messages_shown = 20
+
+    class Media:
+        css = {"all": ["datapipe/admin.css"]}
 
     def has_reprocess_permission(self, request):
         """Reprocessing and resolving need ``datapipe.reprocess_pipelineerror``."""
@@ -128,40 +162,43 @@ class PipelineErrorAdmin(TracebackPageMixin, ReadOnlyMixin, admin.ModelAdmin):
         if self.showing_rows(request):
             return ["item_short", "pipeline_name", "error_short", "attempts", "status",
                     "last_seen"]
-        return ["error_short", "pipeline_name", "open_rows", "items_affected",
+        return ["error_short", "pipeline_name", "open_rows", "items_affected", "messages_count",
                 "first_seen_in_group", "last_seen_in_group", "rows_link"]
 
     def get_list_display_links(self, request, list_display):
         return [list_display[0]]
 
-    def get_sortable_by(self, request):
-        return self.get_list_display(request) if self.showing_rows(request) else []
-
-    @admin.display(description="error")
+    @admin.display(description="error", ordering="error_type")
     def error_short(self, row):
-        return truncatechars(f"{row.error_type}: {row.error_message}", 120)
+        text = truncatechars(f"{row.error_type}: {row.error_message}", 120)
+        others = getattr(row, "messages", 1) - 1  # a group's other messages
+        return f"{text} (+{others} other message{'s' * (others > 1)})" if others > 0 else text
 
-    @admin.display(description="item")
+    @admin.display(description="item", ordering="item_repr")
     def item_short(self, row):
         return truncatechars(row.item_repr, 80)
 
-    @admin.display(description="open rows")
+    @admin.display(description="open rows", ordering="open_rows")
     def open_rows(self, row):
         return row.open_rows
 
-    @admin.display(description="items affected")
+    @admin.display(description="items affected", ordering="items")
     def items_affected(self, row):
         return row.items
 
-    @admin.display(description="first seen")
+    @admin.display(description="messages", ordering="messages")
+    def messages_count(self, row):
+        return row.messages
+
+    @admin.display(description="first seen", ordering="group_first_seen")
     def first_seen_in_group(self, row):
         return row.group_first_seen
 
-    @admin.display(description="last seen")
+    @admin.display(description="last seen", ordering="group_last_seen")
     def last_seen_in_group(self, row):
         return row.group_last_seen
 
-    @admin.display(description="rows")
+    @admin.display(description="rows", ordering="group_rows")
     def rows_link(self, row):
         return format_html('<a href="{}">{} rows</a>', self.group_url(row), row.group_rows)
 
@@ -240,6 +277,24 @@ class PipelineErrorAdmin(TracebackPageMixin, ReadOnlyMixin, admin.ModelAdmin):
             _when(figures.group_first_seen), _when(figures.group_last_seen),
             self.group_url(row), row.signature,
         )
+
+    @admin.display(description="messages")
+    def messages_table(self, row):
+        rows = PipelineError.objects.using(row._state.db).filter(
+            pipeline_name=row.pipeline_name, signature=row.signature)
+        messages_ = group_messages(rows, self.messages_shown)
+        body = format_html_join(
+            "", '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td></tr>',
+            ((self.message_url(row, message), message or "(no message)", n, open_)
+             for message, n, open_ in messages_),
+        )
+        return format_html(
+            '<table class="datapipe-messages"><thead><tr><th>message</th><th>rows</th>'
+            "<th>open rows</th></tr></thead><tbody>{}</tbody></table>", body)
+
+    def message_url(self, row, message: str) -> str:
+        """The single rows of the group of ``row`` with ``message``."""
+        return f"{self.group_url(row)}&{urlencode({'error_message': message})}"
 
     @admin.display(description="frames")
     def frames_table(self, row):

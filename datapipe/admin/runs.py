@@ -5,25 +5,37 @@ by default; the "runs" filter shows every run. A run's page lists the runs it st
 (its depends, its triggers, the runs started inside its Celery chunks), nested, and
 links to the lineage of its items (those with error rows, then those it tracked).
 
-Progress figures come from :meth:`PipelineRun.progress`, the one computation of them.
+Progress figures come from :meth:`PipelineRun.progress` (:meth:`PipelineRun.progress_of`
+for a page of runs), the one computation of them. Resending the lost chunks of a run
+needs the permission ``datapipe.resend_pipelinerun``; the views of the datapipe landing
+page (:mod:`.dashboard`) are served under this admin's URLs.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.contrib import admin, messages
-from django.urls import reverse
+from django.contrib.admin.views.main import ChangeList
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
+from django.utils.safestring import mark_safe
 
 from ..exceptions import DatapipeError
-from ..models import PipelineError, PipelineRun
+from ..models import PipelineRun
 from ..models.runs import by_status
+from . import dashboard
 from .filters import ChoiceFilter
 from .lineage import can_view_lineage, items_of_run, lineage_url
 from .readonly import ReadOnlyMixin
 
 __all__ = ["PipelineRunAdmin", "RunsFilter"]
+
+RESEND_PERMISSION = "datapipe.resend_pipelinerun"
 
 
 class RunsFilter(ChoiceFilter):
@@ -40,13 +52,25 @@ class RunsFilter(ChoiceFilter):
         return queryset if self.value() == "all" else queryset.roots()
 
 
+class RunChangeList(ChangeList):
+    """Computes the progress of the page's runs at once (not a few queries per row)."""
+
+    def get_results(self, request):
+        super().get_results(request)
+        figures = PipelineRun.progress_of(self.result_list)
+        for run in self.result_list:
+            run._admin_progress = figures[run.pk]
+
+
 class PipelineRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     """Run records, read-only: status, counts, timings, progress and child runs."""
 
-    list_display = ["__str__", "pipeline_name", "run_status", "distributed", "progress",
-                    "child_runs", "processed", "succeeded", "continued", "ignored", "errored",
-                    "started_at", "elapsed_seconds"]
+    # The columns an operator reads first, narrow enough for a 1400 px screen.
+    list_display = ["run_number", "pipeline", "run_status", "progress", "processed_errored",
+                    "items_per_second", "started", "elapsed_seconds", "child_runs"]
+    list_display_links = ["run_number"]
     list_filter = [RunsFilter, "status", "distributed", "pipeline_name"]
+    date_hierarchy = "started_at"
     search_fields = ["pipeline_name", "=id"]
     list_per_page = 50
     change_form_template = "datapipe/admin/pipelinerun_change_form.html"
@@ -61,19 +85,25 @@ class PipelineRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     #: At most this many items of the run linked to their lineage page.
     lineage_items = 20
     actions = ["resend_lost_chunks"]
-    readonly_fields = ["run_status", "progress", "elapsed_seconds", "errors_link", "children_table",
-                       "chunks_table"]
+    readonly_fields = ["run_status", "distributed_text", "progress", "broke_text",
+                       "items_per_second", "elapsed_seconds", "errors_link", "children_table",
+                       "chunks_table", "locations_list"]
     fields = [
-        "pipeline_name", "run_status", "distributed", "parent", "triggered_by", "progress",
-        ("processed", "succeeded", "continued", "ignored", "errored", "broke"),
-        "message", "started_at", "finished_at", "elapsed_seconds", "errors_link",
-        "children_table", "chunks_table",
+        "pipeline_name", "run_status", "distributed_text", "parent", "triggered_by", "progress",
+        ("processed", "succeeded", "continued", "ignored", "errored", "broke_text"),
+        "items_per_second", "message", "started_at", "finished_at", "elapsed_seconds",
+        "errors_link", "locations_list", "children_table", "chunks_table",
     ]
 
+    class Media:
+        css = {"all": ["datapipe/admin.css"]}
 
     def has_resend_permission(self, request):
-        opts = self.opts
-        return request.user.has_perm(f"{opts.app_label}.resend_pipelinerun")
+        """Resending chunks needs ``datapipe.resend_pipelinerun``."""
+        return request.user.has_perm(RESEND_PERMISSION)
+
+    def get_changelist(self, request, **kwargs):
+        return RunChangeList
 
     @admin.action(description="Resend the lost and failed chunks of the selected runs",
                   permissions=["resend"])
@@ -89,6 +119,46 @@ class PipelineRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 continue
             level = messages.SUCCESS if sent else messages.WARNING
             self.message_user(request, f"Run {run.pk}: {sent} chunks sent again.", level)
+
+    # Views of the landing page ----------------------------------------------------------
+
+    def get_urls(self):
+        view = self.admin_site.admin_view
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path("<int:run_id>/resend/", view(self.resend_view), name=f"{name}_resend"),
+            path("live/", view(self.live_view), name=f"{name}_live"),
+            path("chart/<str:measure>/<str:span>.svg", view(self.chart_view),
+                 name=f"{name}_chart"),
+            *super().get_urls(),
+        ]
+
+    def resend_view(self, request, run_id):
+        """POST: resend the lost and failed chunks of one run (the landing page's button),
+        then go back to ``next`` (the landing page by default)."""
+        if not self.has_resend_permission(request):
+            raise PermissionDenied
+        if request.method != "POST":
+            return redirect(self.run_url(run_id))
+        run = get_object_or_404(self.get_queryset(request), pk=run_id)
+        self.resend_lost_chunks(request, [run])
+        target = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(target, {request.get_host()},
+                                               request.is_secure()):
+            target = reverse(f"{self.admin_site.name}:app_list", args=[self.opts.app_label])
+        return redirect(target)
+
+    def live_view(self, request):
+        """JSON of the runs in progress, polled by the landing page's script."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return dashboard.live_response(self.get_queryset(request), self.admin_site.name)
+
+    def chart_view(self, request, measure, span):
+        """A chart of the landing page, as an SVG image."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        return dashboard.chart_response(self.get_queryset(request), measure, span)
 
     def render_change_form(self, request, context, add=False, change=False, form_url="",
                            obj=None):
@@ -114,24 +184,43 @@ class PipelineRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     # Columns and fields -----------------------------------------------------------------
 
+    @admin.display(description="run", ordering="pk")
+    def run_number(self, run):
+        return f"#{run.pk}"
+
+    @admin.display(description="pipeline", ordering="pipeline_name")
+    def pipeline(self, run):
+        return dashboard.pipeline_cell(run.pipeline_name)
+
+    @admin.display(description="processed / errored", ordering="processed")
+    def processed_errored(self, run):
+        return f"{run.processed} / {run.errored}"
+
+    @admin.display(description="started", ordering="started_at")
+    def started(self, run):
+        return f"{timezone.localtime(run.started_at):%m-%d %H:%M:%S}"
+
     @admin.display(description="status", ordering="status")
     def run_status(self, run):
-        if self.progress_of(run)["stale"]:
-            return format_html('<strong style="color:#ba2121">{} (stale)</strong>', run.status)
-        return run.status
+        return dashboard.status_badge(self.progress_of(run))
 
     @admin.display(description="progress")
     def progress(self, run):
-        progress = self.progress_of(run)
-        fraction = progress["fraction"]
-        if fraction is None:  # a local run that is running: no chunks to count
-            return f"{progress['processed']} processed, {progress['errored']} errored so far"
-        chunks = (f" ({progress['chunks_done']}/{progress['chunks_total']} chunks)"
-                  if progress["distributed"] else "")
-        return format_html('<progress value="{}" max="1"></progress> {}%{}',
-                           f"{fraction:.3f}", f"{fraction * 100:.0f}", chunks)
+        return dashboard.progress_cell(self.progress_of(run))
 
-    @admin.display(description="child runs")
+    @admin.display(description="items/s")
+    def items_per_second(self, run):
+        return dashboard.rate(self.progress_of(run)["items_per_second"])
+
+    @admin.display(description="distributed")
+    def distributed_text(self, run):
+        return "yes (Celery chunks)" if run.distributed else "no (local)"
+
+    @admin.display(description="broke")
+    def broke_text(self, run):
+        return "yes: PipeBreak stopped the run" if run.broke else "no"
+
+    @admin.display(description="children")
     def child_runs(self, run):
         children = self.progress_of(run)["children"]
         total = sum(children.values())
@@ -144,18 +233,24 @@ class PipelineRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return format_html('<a href="{}?{}">{}</a>{}', url, query, total,
                            f" ({unfinished})" if unfinished else "")
 
-    @admin.display(description="elapsed (s)")
+    @admin.display(description="elapsed")
     def elapsed_seconds(self, run):
-        progress = self.progress_of(run)
-        running = "" if progress["finished"] else " (running)"
-        return f"{progress['elapsed']:.1f}{running}"
+        return dashboard.eta(self.progress_of(run)["elapsed"])
 
     @admin.display(description="errors")
     def errors_link(self, run):
         url = reverse(f"{self.admin_site.name}:datapipe_pipelineerror_changelist")
         query = urlencode({"show": "rows", "status": "all", "run": run.pk})
-        count = PipelineError.objects.using(run._state.db).filter(run=run).count()
+        count = run.error_rows.count()
         return format_html('<a href="{}?{}">{} error rows</a>', url, query, count)
+
+    @admin.display(description="files written")
+    def locations_list(self, run):
+        """The sinks' files (datapipe.sinks): local and http(s) ones linked."""
+        if not run.locations:
+            return "-"
+        return format_html_join(mark_safe("<br>"), "{}", (
+            (_location_link(location),) for location in run.locations))
 
     # The runs a run started ---------------------------------------------------------------
 
@@ -196,15 +291,26 @@ class PipelineRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
         if chunks is None:
             return "-"
         rows = [
-            (chunk.index, chunk.status, chunk.processed, chunk.succeeded, chunk.continued,
-             chunk.ignored, chunk.errored)
+            (chunk.index, chunk.status, chunk.worker or "-", chunk.processed, chunk.succeeded,
+             chunk.errored, dashboard.duration(chunk.started_at, chunk.finished_at),
+             chunk.deliveries_total, chunk.resends)
             for chunk in chunks.order_by("index")[:1000]
         ]
         if not rows:
             return "-"
         return format_html(
-            "<table><thead><tr><th>chunk</th><th>status</th><th>processed</th>"
-            "<th>succeeded</th><th>continued</th><th>ignored</th><th>errored</th></tr></thead>"
+            '<table class="datapipe-chunks"><thead><tr><th>chunk</th><th>status</th>'
+            "<th>worker</th><th>processed</th><th>succeeded</th><th>errored</th>"
+            "<th>duration</th><th>deliveries</th><th>resends</th></tr></thead>"
             "<tbody>{}</tbody></table>",
-            format_html_join("", "<tr>" + "<td>{}</td>" * 7 + "</tr>", rows),
+            format_html_join("", "<tr>" + "<td>{}</td>" * 9 + "</tr>", rows),
         )
+
+
+def _location_link(location: str):
+    """A sink's location, linked when a browser can open it (a local path or http(s))."""
+    if location.startswith(("http://", "https://", "file://")):
+        return format_html('<a href="{}">{}</a>', location, location)
+    if "://" not in location:
+        return format_html('<a href="{}">{}</a>', Path(location).resolve().as_uri(), location)
+    return location

@@ -2,8 +2,10 @@
 
 A payload is ``{"model": label, "pks": [...], "queryset": bool}`` for model instances
 of one class (``label`` as ``app_label.ModelName``: the class they are loaded as,
-proxies kept), ``{"values": [...]}`` for JSON values, and ``{"refs": [...]}``
-(``["model", label, pk]`` or ``["value", value]`` each) for a mix. Primary keys are
+proxies kept), ``{"values": [...]}`` for JSON values, ``{"records": [[key, fields],
+...]}`` for keyed records (:mod:`datapipe.sources`), and ``{"refs": [...]}``
+(``["model", label, pk]``, ``["value", value]``, ``["record", key, fields]`` or
+``["unreadable", line]`` each) for a mix. Primary keys are
 written by :func:`datapipe.identity.pk_json`.
 """
 
@@ -24,6 +26,7 @@ from ..errors.text import readable
 from ..exceptions import ItemNotSerializable
 from ..identity import pk_json
 from ..items import keyset_pages
+from ..sources.records import Record, Unreadable
 
 __all__ = [
     "decode_chunk", "encode_chunks", "json_copy", "json_problem", "payload_size", "payload_values",
@@ -104,11 +107,17 @@ def _encode_list(items: list, first: int) -> dict:
     for position, item in enumerate(items, first):
         if isinstance(item, Model) and item.pk is not None:
             refs.append(["model", _label(type(item)), pk_json(item.pk)])
+        elif isinstance(item, Record) and item.key is not None:
+            refs.append(["record", *_encode_value(position, item.as_json())])
+        elif isinstance(item, Unreadable):
+            refs.append(["unreadable", _encode_value(position, item.as_json())])
         else:
             refs.append(["value", _encode_value(position, item)])
     kinds = {ref[0] for ref in refs}
     if kinds == {"value"}:
         return {"values": [ref[1] for ref in refs]}
+    if kinds == {"record"}:
+        return {"records": [ref[1:] for ref in refs]}
     if kinds == {"model"} and len({ref[1] for ref in refs}) == 1:
         return {"model": refs[0][1], "pks": [ref[2] for ref in refs], "queryset": False}
     return {"refs": refs}
@@ -142,6 +151,8 @@ def decode_chunk(payload: dict, using: str) -> Any:
     """The items of a chunk payload: a QuerySet, or a list (missing rows left out)."""
     if "values" in payload:
         return list(payload["values"])
+    if "records" in payload:
+        return [Record.from_json(value) for value in payload["records"]]
     if "pks" in payload:
         queryset = _manager(payload["model"], using).filter(pk__in=payload["pks"]).order_by("pk")
         if payload.get("queryset"):
@@ -159,22 +170,33 @@ def decode_chunk(payload: dict, using: str) -> Any:
     }
     items = []
     for ref in payload["refs"]:
-        if ref[0] == "value":
-            items.append(ref[1])
+        if ref[0] in _DECODE:
+            items.append(_DECODE[ref[0]](ref))
         elif (ref[1], ref[2]) in found:
             items.append(found[(ref[1], ref[2])])
     return items
 
 
+_DECODE = {
+    "value": lambda ref: ref[1],
+    "record": lambda ref: Record.from_json(ref[1:]),
+    "unreadable": lambda ref: Unreadable.from_json(ref[1]),
+}
+
+
 def payload_size(payload: dict) -> int:
     """How many items a payload holds."""
-    return len(payload.get("pks") or payload.get("values") or payload.get("refs") or ())
+    return len(payload.get("pks") or payload.get("values") or payload.get("records")
+               or payload.get("refs") or ())
 
 
 def payload_values(payload: dict) -> list:
-    """The items of a payload as JSON, without reading the database (for error rows)."""
+    """The items of a payload as JSON (keyed records as records, so that their error rows
+    name their keys), without reading the database (for error rows)."""
     if "values" in payload:
         return payload["values"]
+    if "records" in payload:
+        return [Record.from_json(value) for value in payload["records"]]
     if "pks" in payload:
         return [{"model": payload["model"], "pk": pk} for pk in payload["pks"]]
     return [ref[1:] for ref in payload["refs"]]

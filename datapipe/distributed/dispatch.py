@@ -31,6 +31,7 @@ from ..exceptions import DispatchFailed, NothingToResend
 from ..identity import database_for
 from ..lifecycle import describe
 from ..options import refuse_unknown
+from ..selection import select_items
 from .chunks import encode_chunks, json_copy, json_problem, payload_size
 from .ledger import finish_if_complete
 
@@ -80,6 +81,7 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
         items = list(items)  # values()/values_list() rows are sent as JSON values
     options = options or session.options
     using = database_for(items, options.using)
+    items = select_items(items, name, options.select, using)
     sent_with = {
         "context": _context_json(session.context),
         "options": options.for_chunks(),

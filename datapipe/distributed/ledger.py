@@ -21,13 +21,15 @@ import logging
 
 from django.db import transaction
 
-from .. import conf
+from .. import conf, notify
 from ..errors.store import ErrorCollector
-from ..exceptions import DatapipeError, ItemNotSerializable
+from ..exceptions import DatapipeError, ErrorThresholdExceeded, ItemNotSerializable
 from ..lifecycle import RunRecord, describe
 from ..pipe import PipeState
 from ..registry import registry
+from ..thresholds import Thresholds
 from .chunks import encode_chunks, json_copy
+from .outputs import finish_outputs, keeps_results
 
 __all__ = [
     "ChunkAlreadyDone", "ChunkFailed", "ChunkGivenUp", "ChunkRecord", "finish_if_complete",
@@ -85,11 +87,27 @@ class ChunkRecord(RunRecord):
         if not self.chunk.lock_running():
             raise ChunkAlreadyDone()
 
+    def earlier_counts(self) -> tuple[int, int]:
+        """The run's counts so far: thresholds are judged over the whole run."""
+        counts = type(self.run).objects.using(self.using).filter(pk=self.run.pk).values_list(
+            "processed", "errored").first()
+        return counts or (0, 0)
+
+    def stopped(self, exc: ErrorThresholdExceeded) -> None:
+        """The chunk's run stopped at its error threshold and was rolled back: the chunk
+        ends failed with the message, counting the failures whose error rows were kept
+        (the other items can be sent again with ``resend``)."""
+        with transaction.atomic(using=self.using):
+            if self.chunk.lock_running():
+                counts = {"processed": exc.errored_here, "errored": exc.errored_here}
+                self.chunk.finish(counts, None, str(exc))
+
     def committing(self, report, context, errors) -> None:
         errors.save(self.run)  # in the chunk's transaction: written once per chunk
         triggers = bool(registry.triggers_of(self.run.pipeline_name))
+        keep = triggers or keeps_results(registry.get(self.run.pipeline_name))
         self.chunk.finish(report, _json_or_none(context), triggers=triggers,
-                          results=_results_payload(report.results) if triggers else None)
+                          results=_results_payload(report.results) if keep else None)
 
     def give_up(self, items: list, exc: BaseException) -> None:
         """Record what the chunk had left to do as errors of ``exc``: its items (under
@@ -147,15 +165,27 @@ def finish_if_complete(run, stale_after: float | None = None) -> bool:
     # Every chunk is done, its triggers too: a run of theirs still running was left so by
     # a worker that died (and the chunk ran again).
     run.abandon_running_children()
-    failed = run.chunks.filter(status=run.chunks.model.Status.FAILED).count()
+    failed = run.chunks.filter(status=run.chunks.model.Status.FAILED)
     status, message = run.Status.DONE, ""
-    if failed:
-        status, message = run.Status.FAILED, f"{failed} of {run.chunks_total} chunks failed"
+    if count := failed.count():
+        first = failed.order_by("index").values_list("message", flat=True).first()
+        status, message = run.Status.FAILED, (
+            f"{count} of {run.chunks_total} chunks failed (the first: {first})")
     try:
         cls = registry.get(run.pipeline_name)
+        # Chunks that committed side by side could each stay under the threshold.
+        thresholds = Thresholds.of(cls, run.dispatch.get("options"))
+        if thresholds.exceeded(run.processed, run.errored, final=True):
+            status = run.Status.FAILED
+            message = str(ErrorThresholdExceeded(run.pipeline_name, run.errored, run.processed))
+        # Prune and sinks: only for a run every chunk of which committed.
+        if failure := finish_outputs(run, cls, complete=status == run.Status.DONE):
+            status, message = run.Status.FAILED, failure
         cls(state=PipeState(run.dispatch.get("context") or {})).finish_run(run)
     except Exception as exc:
         logger.exception("finish_run of run %s of %r failed", run.pk, run.pipeline_name)
         status, message = run.Status.FAILED, f"finish_run: {describe(exc)}"
     run.set_outcome(status, message)
+    if status == run.Status.FAILED:
+        notify.run_failed(run)
     return True

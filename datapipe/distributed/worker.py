@@ -20,12 +20,14 @@ from django.db.models import QuerySet
 
 from .. import conf
 from ..chain import run_chain, run_triggers
-from ..exceptions import DatapipeError
+from ..exceptions import DatapipeError, ErrorThresholdExceeded
 from ..lifecycle import describe
 from ..options import RunOptions
 from ..pipe import AttrDict
+from ..registry import registry
 from .chunks import decode_chunk, payload_values
 from .ledger import ChunkAlreadyDone, ChunkFailed, ChunkRecord, finish_if_complete
+from .outputs import keeps_results
 
 __all__ = ["CONNECTION_ERRORS", "MAX_RETRIES", "Heartbeat", "close_connections", "run_chunk"]
 
@@ -100,8 +102,8 @@ def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int 
             finish_if_complete(run)
             return "skipped"
         sent_with = run.dispatch
-        options = RunOptions.resolve(progress=False, atomic=True, using=using,
-                                     **sent_with.get("options", {}))
+        options = RunOptions.from_chunk(sent_with.get("options", {}), progress=False,
+                                        atomic=True, using=using)
         context = AttrDict(sent_with.get("context") or {})
         with Heartbeat(chunk):
             if todo == "run":
@@ -112,7 +114,7 @@ def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int 
                 payload = chunk.results or {"values": []}
                 results = items = decode_chunk(payload, using)
             _triggers(run, results, options, context)
-        chunk.triggers_done()
+        chunk.triggers_done(keep_results=keeps_results(registry.get(run.pipeline_name)))
         outcome = "done"
     except ChunkAlreadyDone:
         outcome = "skipped"
@@ -121,6 +123,9 @@ def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int 
         if retries < max_retries:
             raise
         outcome = _give_up(record, payload, items, exc, using)
+    except ErrorThresholdExceeded as exc:
+        record.stopped(exc)
+        outcome = "failed"
     except Exception as exc:
         outcome = _give_up(record, payload, items, exc, using)
     finish_if_complete(run)

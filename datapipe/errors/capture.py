@@ -130,7 +130,7 @@ class CapturedError:
     __slots__ = (
         "pipeline_name", "item", "content_type_id", "item_id", "item_value", "item_key",
         "item_repr", "error_type", "error_message", "error_args", "frames", "signature",
-        "traceback_html", "exception", "seen_at",
+        "traceback_html", "exception", "seen_at", "attempts",
     )
 
     def __repr__(self):
@@ -145,12 +145,14 @@ def capture(pipeline_name: str, item: Any, exc: BaseException,
     whose ``__str__``/``__repr__`` raises leaves a placeholder.
     """
     error = CapturedError()
+    error.attempts = 1  # tries this failure stands for (Pipe.retry: all of them)
     error.pipeline_name = pipeline_name
     error.item = item
     error.exception = exc
     error.content_type_id, error.item_id, error.item_key = identity(item, using)
-    # The value is the item that reprocessing runs again: escaped, not cleansed.
-    error.item_value = (None if error.item_id is not None
+    # The value is the item that reprocessing runs again: escaped, not cleansed (a keyed
+    # record's fields; its key is the row's item_id).
+    error.item_value = (None if error.content_type_id is not None
                         else storable_json(json_value(item), cleanse=False))
     error.item_repr = storable(readable(lambda: repr(item), "repr"), REPR_MAX)
     error.error_type = error_type_of(exc)

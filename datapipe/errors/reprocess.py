@@ -27,6 +27,7 @@ from ..exceptions import DatapipeError
 from ..options import flag
 from ..registry import registry
 from ..report import RunReport
+from ..sources.records import Record
 
 __all__ = ["reprocess", "ReprocessResult", "PipelineReprocess"]
 
@@ -177,7 +178,8 @@ def _batches(rows: list, using: str):
     """Yield ``(items, their rows, rows whose item is missing)`` to run, batch by batch.
 
     Model items are read back on the rows' database by content type and primary key
-    (:mod:`datapipe.identity`); other items are their stored JSON values.
+    (:mod:`datapipe.identity`); keyed records are their stored fields with their key;
+    other items are their stored JSON values.
     """
     from django.contrib.contenttypes.models import ContentType
 
@@ -188,6 +190,9 @@ def _batches(rows: list, using: str):
             by_type.setdefault(row.item_content_type_id, []).append(row)
         elif row.item_id is None and row.item_value is not None:
             values.append(row.item_value)
+            values_rows.append(row)
+        elif row.item_key.startswith("k:") and isinstance(row.item_value, dict):
+            values.append(Record(row.item_value, key=row.item_id))  # a keyed record
             values_rows.append(row)
         else:  # its model's content type is gone, or its value could not be stored
             unloadable.append(row)

@@ -88,10 +88,11 @@ class ErrorCollector:
             run=self.run, pipeline_name=self.pipeline_name, signature=signature,
         ).exclude(traceback_html="").count()
 
-    def add(self, item: Any, exc: BaseException) -> CapturedError:
-        """Capture a failure of ``item``."""
+    def add(self, item: Any, exc: BaseException, attempts: int = 1) -> CapturedError:
+        """Capture a failure of ``item`` after ``attempts`` tries (see ``Pipe.retry``)."""
         limit = conf.get("TRACEBACK_PAGES_PER_SIGNATURE")
         error = capture(self.pipeline_name, item, exc, self.using)
+        error.attempts = attempts
         if error.signature not in self._pages:
             self._pages[error.signature] = self._pages_stored(error.signature)
         if self._pages[error.signature] < limit:
@@ -118,7 +119,7 @@ def save_errors(errors: list[CapturedError], using: str, run=None) -> None:
     repeats = Counter()
     for error in errors:
         key = (error.pipeline_name, error.item_key)
-        repeats[key] += 1
+        repeats[key] += error.attempts
         latest[key] = error
     for attempt in range(1, CONFLICT_TRIES + 1):
         try:
@@ -157,7 +158,48 @@ def _upsert(latest: dict, repeats: Counter, using: str, run) -> None:
     if updated:
         PipelineError.objects.using(using).bulk_update(updated, UPDATED_FIELDS)
     if created:
+        opened = _new_groups(created, using)
         PipelineError.objects.using(using).bulk_create(created)
+        if opened:
+            transaction.on_commit(lambda: _announce(opened), using=using)
+    if run is not None:  # the run keeps its rows after a later run takes them over
+        _occurred(updated + created, run, using)
+
+
+def _new_groups(created: list, using: str) -> list:
+    """The first of ``created`` (rows about to be inserted) of each failure that has no
+    open row under its pipeline yet: the error groups these rows open."""
+    from ..models import PipelineError
+
+    known = set(PipelineError.objects.using(using).filter(
+        resolved=False, pipeline_name__in={row.pipeline_name for row in created},
+        signature__in={row.signature for row in created},
+    ).values_list("pipeline_name", "signature"))
+    opened = {}
+    for row in created:
+        group = (row.pipeline_name, row.signature)
+        if group not in known:
+            opened.setdefault(group, row)
+    return list(opened.values())
+
+
+def _announce(opened: list) -> None:
+    """``error_group_opened`` (signal, and mail when chosen) for each new group."""
+    from .. import notify, signals
+
+    for row in opened:
+        signals.error_group_opened.send(type(row), pipeline=row.pipeline_name,
+                                        signature=row.signature, error=row)
+        notify.error_group_opened(row)
+
+
+def _occurred(rows: list, run, using: str) -> None:
+    from ..models import PipelineErrorOccurrence
+
+    PipelineErrorOccurrence.objects.using(using).bulk_create(
+        [PipelineErrorOccurrence(error=row, run=run, seen_at=row.last_seen) for row in rows],
+        update_conflicts=True, unique_fields=["error", "run"], update_fields=["seen_at"],
+    )
 
 
 UPDATED_FIELDS = [

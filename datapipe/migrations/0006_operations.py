@@ -18,6 +18,7 @@ class Migration(migrations.Migration):
                 ('holder', models.CharField(max_length=255)),
                 ('acquired_at', models.DateTimeField()),
                 ('expires_at', models.DateTimeField()),
+                ('skipped', models.PositiveIntegerField(default=0, help_text='Times the lease was asked for while held (runs skipped).')),
             ],
             options={
                 'default_permissions': ('view',),

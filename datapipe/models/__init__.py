@@ -2,11 +2,12 @@
 leases of scheduled runs."""
 
 from .chunks import PipelineChunk
-from .errors import PipelineError
+from .errors import PipelineError, PipelineErrorOccurrence
 from .leases import PipelineLease
 from .runs import PipelineRun
 from .tracks import Lineage, PipelineTrack
 
 __all__ = [
-    "Lineage", "PipelineChunk", "PipelineError", "PipelineLease", "PipelineRun", "PipelineTrack",
+    "Lineage", "PipelineChunk", "PipelineError", "PipelineErrorOccurrence", "PipelineLease",
+    "PipelineRun", "PipelineTrack",
 ]

@@ -12,7 +12,7 @@ import socket
 from datetime import timedelta
 
 from django.db import models
-from django.db.models import F
+from django.db.models import Count, F, Max, Q
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
@@ -35,6 +35,16 @@ class ChunkQuerySet(models.QuerySet):
         seen = Greatest("dispatched_at", Coalesce("heartbeat_at", "started_at", "dispatched_at"))
         return self.filter(status__in=[Status.RUNNING, Status.COMMITTED]).annotate(
             seen=seen).filter(seen__lt=before)
+
+    def workers(self, since):
+        """The workers that ran chunks here with a sign of life at ``since`` or later:
+        rows of ``worker``, ``last_seen``, ``chunks`` and ``running`` (chunks running now),
+        the latest seen first."""
+        seen = Coalesce("heartbeat_at", "finished_at", "started_at")
+        running = Count("pk", filter=Q(status=PipelineChunk.Status.RUNNING))
+        return self.exclude(worker="").annotate(seen=seen).filter(seen__gte=since).values(
+            "worker").annotate(last_seen=Max("seen"), chunks=Count("pk"), running=running
+                               ).order_by("-last_seen")
 
     def mark_lost(self, status: str) -> int:
         """Mark lost the chunks of these in ``status`` (their message or their worker is
@@ -178,14 +188,16 @@ class PipelineChunk(models.Model):
         self._row().update(status=status, **values, context=context, results=results,
                            message=storable(message, MESSAGE_MAX), finished_at=timezone.now())
 
-    def triggers_done(self) -> bool:
-        """Mark a committed chunk done once its triggers ran; True if this call did."""
+    def triggers_done(self, keep_results: bool = False) -> bool:
+        """Mark a committed chunk done once its triggers ran; True if this call did.
+        ``keep_results``: the results stay on the row (for the run's sinks)."""
         from django.db import transaction
 
         with transaction.atomic(using=self._state.db):
             self.run._row().select_for_update().values_list("pk").first()
+            cleared = {} if keep_results else {"results": None}
             done = self._row().filter(status=self.Status.COMMITTED).update(
-                status=self.Status.DONE, results=None, finished_at=timezone.now())
+                status=self.Status.DONE, **cleared, finished_at=timezone.now())
             if done:
                 self.run.add_done_chunk()
         return bool(done)

@@ -6,7 +6,7 @@ from django.db.models import Q
 
 from .runs import PipelineRun
 
-__all__ = ["PipelineError"]
+__all__ = ["PipelineError", "PipelineErrorOccurrence"]
 
 
 class PipelineError(models.Model):
@@ -40,6 +40,10 @@ class PipelineError(models.Model):
     item_missing = models.BooleanField(
         default=False, help_text="The item no longer exists, so it cannot be reprocessed."
     )
+    runs = models.ManyToManyField(
+        PipelineRun, through="PipelineErrorOccurrence", related_name="error_rows", blank=True,
+        help_text="Every run in which the item failed (``run`` is the latest).",
+    )
 
     class Meta:
         ordering = ["-last_seen", "-id"]
@@ -58,3 +62,20 @@ class PipelineError(models.Model):
 
     def __str__(self):
         return f"{self.pipeline_name}: {self.error_type} on {self.item_repr[:60]}"
+
+
+class PipelineErrorOccurrence(models.Model):
+    """One run in which an error row's item failed: a run keeps the rows it produced
+    after later runs take them over, and a group's failures can be counted per day."""
+
+    error = models.ForeignKey(PipelineError, on_delete=models.CASCADE, related_name="occurrences")
+    run = models.ForeignKey(PipelineRun, on_delete=models.CASCADE, related_name="+")
+    seen_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["error", "run"], name="datapipe_occurrence_unique")
+        ]
+
+    def __str__(self):
+        return f"error {self.error_id} in run {self.run_id}"

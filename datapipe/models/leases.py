@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import IntegrityError, models, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 __all__ = ["PipelineLease"]
@@ -23,6 +23,8 @@ class PipelineLease(models.Model):
     holder = models.CharField(max_length=255)
     acquired_at = models.DateTimeField()
     expires_at = models.DateTimeField()
+    skipped = models.PositiveIntegerField(
+        default=0, help_text="Times the lease was asked for while held (runs skipped).")
 
     class Meta:
         default_permissions = ("view",)
@@ -46,7 +48,9 @@ class PipelineLease(models.Model):
                 cls.objects.using(using).create(name=name, holder=holder, acquired_at=now,
                                                 expires_at=until)
         except IntegrityError:
-            return False  # somebody holds it (or took it between our two statements)
+            # Somebody holds it (or took it between our two statements).
+            cls.objects.using(using).filter(name=name).update(skipped=F("skipped") + 1)
+            return False
         return True
 
     @classmethod
@@ -58,5 +62,7 @@ class PipelineLease(models.Model):
 
     @classmethod
     def release(cls, name: str, holder: str, using: str = "default") -> None:
-        """Give the lease back (nothing happens if ``holder`` no longer has it)."""
-        cls.objects.using(using).filter(name=name, holder=holder).delete()
+        """Give the lease back (nothing happens if ``holder`` no longer has it); the
+        row stays, with its count of skipped requests."""
+        cls.objects.using(using).filter(name=name, holder=holder).update(
+            holder="", expires_at=timezone.now())

@@ -11,8 +11,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from django.db import models
-from django.db.models import Count, F, Max
-from django.db.models.functions import Coalesce, Greatest
+from django.db.models import Count, F, Max, Sum
+from django.db.models.functions import Coalesce, Greatest, TruncDay, TruncHour
 from django.utils import timezone
 
 from .. import conf
@@ -42,6 +42,15 @@ class RunQuerySet(models.QuerySet):
             "dispatched_at", "started_at", "finished_at", "heartbeat_at")))
         return self.filter(status=PipelineRun.Status.RUNNING, distributed=True).annotate(
             last_moved=Coalesce(moved, F("started_at"))).filter(last_moved__lt=before)
+
+    def throughput(self, since, unit: str = "hour"):
+        """Items processed and errored per pipeline and ``unit`` (``"hour"`` or ``"day"``)
+        by the runs here that ended (or started, while running) at ``since`` or later:
+        rows of ``pipeline_name``, ``period``, ``processed``, ``errored``."""
+        trunc = {"hour": TruncHour, "day": TruncDay}[unit]
+        return self.annotate(ended=Coalesce("finished_at", "started_at")).filter(
+            ended__gte=since).values("pipeline_name", period=trunc("ended")).annotate(
+            processed=Sum("processed"), errored=Sum("errored")).order_by("period", "pipeline_name")
 
 
 class PipelineRun(models.Model):
@@ -198,18 +207,44 @@ class PipelineRun(models.Model):
     # Progress -----------------------------------------------------------------------------
 
     def progress(self) -> dict:
-        """Where the run stands: status, item counts, chunks by status, child runs.
+        """Where the run stands: status, item counts, chunks by status, child runs,
+        ``items_per_second`` and ``eta`` (seconds left, for a running distributed run).
 
         The one computation of progress: the run handle, ``datapipe status`` and the
-        admin all show this.
+        admin all show this (:meth:`progress_of` for many runs at once).
         """
-        chunks = {}
-        if self.distributed:
-            chunks = dict(self.chunks.values_list("status").annotate(n=Count("pk")).order_by())
-        children = dict(self.children.values_list("status").annotate(n=Count("pk")).order_by())
+        return type(self).progress_of([self])[self.pk]
+
+    @classmethod
+    def progress_of(cls, runs) -> dict:
+        """:meth:`progress` of each of ``runs`` by primary key, in three queries at most
+        whatever their number."""
+        runs = list(runs)
+        if not runs:
+            return {}
+        using = runs[0]._state.db
+        figures = {run.pk: ({}, {}) for run in runs}
+        distributed = [run.pk for run in runs if run.distributed]
+        if distributed:
+            chunks = cls.chunks.rel.related_model.objects.using(using).filter(
+                run__in=distributed).values_list("run", "status").annotate(n=Count("pk"))
+            for run_id, status, n in chunks.order_by():
+                figures[run_id][0][status] = n
+        children = cls.objects.using(using).filter(parent__in=list(figures)).values_list(
+            "parent", "status").annotate(n=Count("pk"))
+        for run_id, status, n in children.order_by():
+            figures[run_id][1][status] = n
+        running = [run.pk for run in runs if run.distributed and run.status == cls.Status.RUNNING]
+        stale = set(cls.objects.using(using).stale().filter(pk__in=running).values_list(
+            "pk", flat=True)) if running else set()
+        return {run.pk: run._progress(*figures[run.pk], run.pk in stale) for run in runs}
+
+    def _progress(self, chunks: dict, children: dict, stale: bool) -> dict:
         total = self.chunks_total
-        stale = self.distributed and self.status == self.Status.RUNNING and (
-            type(self).objects.using(self._state.db).stale().filter(pk=self.pk).exists())
+        elapsed = ((self.finished_at or timezone.now()) - self.started_at).total_seconds()
+        fraction = ((self.chunks_done / total if total else 1.0) if self.distributed
+                    else (1.0 if self.status != self.Status.RUNNING else None))
+        running = self.status == self.Status.RUNNING
         return {
             "run_id": self.pk,
             "pipeline": self.pipeline_name,
@@ -221,12 +256,14 @@ class PipelineRun(models.Model):
             "children": children,
             **{name: getattr(self, name) for name in COUNTS},
             "broke": self.broke,
-            "finished": self.status != self.Status.RUNNING,
+            "finished": not running,
             "stale": stale,
             "message": self.message,
-            "elapsed": ((self.finished_at or timezone.now()) - self.started_at).total_seconds(),
-            "fraction": (self.chunks_done / total if total else 1.0) if self.distributed
-            else (1.0 if self.status != self.Status.RUNNING else None),
+            "elapsed": elapsed,
+            "fraction": fraction,
+            "items_per_second": self.processed / elapsed if elapsed > 0 else 0.0,
+            "eta": (elapsed * (1 - fraction) / fraction
+                    if running and self.distributed and fraction else None),
         }
 
     def tree(self, depth: int = 5, per_run: int = 50, lines: int = 500):

@@ -16,11 +16,14 @@ class PipelineTrack(models.Model):
     """The outputs one item produced under one pipeline, for reparse.
 
     ``outputs`` maps a model label (``app_label.model``) to the primary keys saved
-    through ``add_to_save`` while processing the item.
+    through ``add_to_save`` while processing the item. The item is a model row
+    (``item_content_type``, ``item_id`` its pk) or a keyed record of
+    :mod:`datapipe.sources` (no content type, ``item_id`` its key).
     """
 
     pipeline_name = models.CharField(max_length=200)
-    item_content_type = models.ForeignKey(ContentType, on_delete=models.CASCADE, related_name="+")
+    item_content_type = models.ForeignKey(
+        ContentType, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
     item_id = models.CharField(max_length=255)
     outputs = models.JSONField(default=dict)
     triggered_by = models.CharField(max_length=200, blank=True)
@@ -31,7 +34,13 @@ class PipelineTrack(models.Model):
             models.UniqueConstraint(
                 fields=["pipeline_name", "item_content_type", "item_id"],
                 name="datapipe_track_unique_item",
-            )
+            ),
+            # NULLs are distinct in the constraint above: one tracker per keyed record.
+            models.UniqueConstraint(
+                fields=["pipeline_name", "item_id"],
+                condition=models.Q(item_content_type__isnull=True),
+                name="datapipe_track_unique_record",
+            ),
         ]
         indexes = [models.Index(fields=["item_content_type", "item_id"])]
 

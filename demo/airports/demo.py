@@ -55,12 +55,13 @@ class Demo:
     # Steps ----------------------------------------------------------------------------
 
     def load(self) -> None:
-        rows = airport_rows()
-        report = self.session.run(rows, "airports.load")
-        self.heading(f"1. Load: {len(rows)} rows of {self.session.context.source}")
+        rows = airport_rows()  # read_csv(..., key="iata"): records with an identity
+        total = sum(1 for _ in rows)
+        report = self.session.run(rows, "airports.load", select="new")
+        self.heading(f"1. Load: {total} rows of {self.session.context.source}")
         self.say(
             f"   airports.load: {report.succeeded} rows staged as RawAirport, "
-            f"{len(rows) - report.processed} already staged (filtered out by prepare)"
+            f"{total - report.processed} already staged (left out by select=\"new\")"
         )
 
     def first_import(self) -> None:
@@ -122,6 +123,10 @@ class Demo:
                 f"   {str(summary.state or 'unknown state'):<28} {summary.airports:>4} airports, "
                 f"northernmost {summary.northernmost}, southernmost {summary.southernmost}"
             )
+        exported = PipelineRun.objects.filter(pipeline_name=IMPORT).exclude(locations=[])
+        for run in exported.order_by("pk"):
+            self.say(f"   run #{run.pk} of {IMPORT} exported {run.succeeded} airports to "
+                     f"{_shown(run.locations[0])} (its sink, written after the commit)")
         unknown = StateSummary.objects.filter(state=None).first()
         if unknown:
             self.say(

@@ -1,8 +1,8 @@
 """The demo's pipelines, from raw CSV rows to airports and counts per state.
 
-``airports.load``      CSV rows (JSON values) -> RawAirport staging rows
+``airports.load``      CSV rows (records keyed by IATA code) -> RawAirport staging rows
 ``airports.states``    RawAirport -> State rows for the codes they use (a depends)
-``airports.import``    RawAirport -> Airport, after ``airports.states``
+``airports.import``    RawAirport -> Airport, after ``airports.states``; a CSV export
 ``airports.by_state``  triggered by each run of ``airports.import``: StateSummary
 ``airports.check``     Airport -> compared with a remote registry, fetched concurrently
 
@@ -12,10 +12,12 @@ once the import knows that ``"NA"`` means missing (``settings.AIRPORTS_NA_IS_MIS
 standing in for a code fix), reprocessing the group imports them.
 """
 
+import httpx
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
-from datapipe import Pipe, pipeline
+from datapipe import Pipe, Retry, pipeline
+from datapipe.sinks import CSV
 
 from .models import Airport, RawAirport, State, StateSummary
 from .states import STATE_NAMES
@@ -25,12 +27,15 @@ MISSING = "NA"  # how the data set writes a missing value
 
 @pipeline("airports.load")
 class LoadRawRows(Pipe):
-    """Stages each CSV row (a dict: a JSON value, not a model) as a RawAirport.
+    """Stages each CSV row (a record keyed by its IATA code) as a RawAirport.
 
-    Rows already staged are filtered out by ``prepare``, so loading twice adds nothing.
+    Reparse tracks each staged row under its key: loading a changed file again replaces
+    the rows that changed; ``select="new"`` loads only the keys never staged.
     """
 
     def prepare(self, items):
+        # Rows staged by a demo database of before keyed records have no tracker:
+        # select="new" cannot tell them, this can.
         staged = set(RawAirport.objects.values_list("iata", flat=True))
         return super().prepare([row for row in items if row["iata"] not in staged])
 
@@ -90,14 +95,20 @@ class ParseAirport(Pipe):
         return raw
 
 
-@pipeline("airports.import")
+@pipeline("airports.import", schedule="0 * * * *")
 class ImportAirport(ParseAirport):
     """Saves one Airport per raw row; re-running replaces it (reparse).
 
-    Its results (the airports) are what ``airports.by_state`` runs on.
+    Its results (the airports) are what ``airports.by_state`` runs on, and what its sink
+    writes, after each run commits, to ``demo/exports/`` (one CSV file per run). With
+    ``docker compose up``, the beat service runs it every hour over its ``source()``.
     """
 
     depends = ["airports.states"]
+    sink = CSV(str(settings.BASE_DIR / "exports" / "{pipeline}-{run_id}.csv"))
+
+    def source(self):
+        return RawAirport.objects.all()
 
     def process(self):
         raw = super().process()
@@ -159,10 +170,11 @@ class CheckWithRegistry(Pipe):
     """
 
     track = False  # it saves nothing
+    # A registry that times out or drops a connection now and then: tried again later,
+    # while the other airports go on; an error row only after the third failure.
+    retry = Retry(on=(httpx.TransportError,), attempts=3, backoff=0.2, max_delay=2)
 
     def prepare(self, items):
-        import httpx
-
         self.local.client = httpx.Client(base_url=self.context["registry"])
         return super().prepare(items)
 
