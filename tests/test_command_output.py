@@ -165,7 +165,7 @@ def test_reprocess_that_resolves_everything_exits_with_status_0():
 
 @pytest.mark.parametrize("args", [
     ["run", "flow", "--model", "testapp.SourceItem", "--no-such-option"],
-    ["run", "flow", "--filter", "number=1"],            # --filter without --model
+    ["run", "flow", "--select", "newest"],              # not one of the choices
     ["status", "not-a-number"],
     ["no-such-subcommand"],
     ["reprocess"],                                      # which rows?
