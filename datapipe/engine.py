@@ -84,6 +84,11 @@ class Engine:
         self.earlier = (0, 0)  # (processed, errored) before this run, see _judge
         if self.thresholds.active:
             self.earlier = self.record.earlier_counts()
+        # The count of processed items at which the rate is judged first (0: never, as
+        # the loop only sees counts from 1 on): one comparison per item.
+        self.rate_judged_at = 0
+        if self.thresholds.max_error_rate is not None:
+            self.rate_judged_at = max(RATE_JUDGED_FROM - self.earlier[0], 1)
 
     def run(self, items: Any) -> RunReport:
         """Process ``items``; return the report. ``PipeError`` and debug errors propagate."""
@@ -155,7 +160,7 @@ class Engine:
                     break
                 if self.retries and not self._retry(savepoints):
                     break
-                if self.report.processed + self.earlier[0] == RATE_JUDGED_FROM:
+                if self.report.processed == self.rate_judged_at:
                     self._judge()
                 if self.report.processed % batch == 0 or self.buffer.size >= batch:
                     self._flush(results)

@@ -141,7 +141,7 @@ class LocalRecord(RunRecord):
         self.run.close(self.run.Status.FAILED, self._kept, describe(exc))
         report.status = self.run.Status.FAILED
         if not in_dry_run():
-            notify.run_failed(self.run)
+            notify.run_failed(self.run, isinstance(exc, ErrorThresholdExceeded))
 
     def _close_outside(self) -> None:
         outside, self._outside = self._outside, None

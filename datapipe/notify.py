@@ -24,8 +24,6 @@ logger = logging.getLogger("datapipe")
 #: The events ``DATAPIPE["NOTIFY"]`` may name.
 EVENTS = ("run_failed", "threshold_exceeded", "error_group_opened")
 
-THRESHOLD_MESSAGE = "error threshold exceeded: "
-
 
 def wanted(event: str) -> bool:
     """Whether ``DATAPIPE["NOTIFY"]`` names ``event``."""
@@ -46,14 +44,14 @@ def admin_link(viewname: str, *args) -> str:
     return base + path[len(admin_root):] if path.startswith(admin_root) else base + path
 
 
-def run_failed(run) -> None:
+def run_failed(run, over_threshold: bool = False) -> None:
     """Mail about ``run`` (a root run that ended failed): ``threshold_exceeded`` when
-    its error threshold stopped it, ``run_failed`` otherwise (or when only that one is
-    chosen)."""
+    its error threshold stopped it (``over_threshold``), ``run_failed`` otherwise (or
+    when only that one is chosen)."""
     if run.parent_id is not None:
         return
-    threshold = THRESHOLD_MESSAGE in run.message
-    event = "threshold_exceeded" if threshold and wanted("threshold_exceeded") else "run_failed"
+    over = over_threshold and wanted("threshold_exceeded")
+    event = "threshold_exceeded" if over else "run_failed"
     if not wanted(event):
         return
     what = "error threshold exceeded" if event == "threshold_exceeded" else "run failed"

@@ -79,32 +79,28 @@ def _import(path: str) -> type:
     return found
 
 
-class RetryQueue:
-    """Items waiting for their next try, by when each is due (a heap)."""
+class RetryQueue(list):
+    """Items waiting for their next try, by when each is due (a heap). Empty, it is
+    false: the engine's check between items is a list's truth test."""
 
-    def __init__(self):
-        self._heap: list = []
-        self._order = itertools.count()  # ties: first failed, first retried
-
-    def __len__(self):
-        return len(self._heap)
+    _order = itertools.count()  # ties: first failed, first retried
 
     def push(self, due: float, entry) -> None:
         """Hold ``entry`` until the monotonic time ``due``."""
-        heapq.heappush(self._heap, (due, next(self._order), entry))
+        heapq.heappush(self, (due, next(self._order), entry))
 
     def pop_due(self, now: float | None = None) -> list:
         """The entries due by ``now`` (default: the current monotonic time), in order."""
         now = time.monotonic() if now is None else now
         due = []
-        while self._heap and self._heap[0][0] <= now:
-            due.append(heapq.heappop(self._heap)[2])
+        while self and self[0][0] <= now:
+            due.append(heapq.heappop(self)[2])
         return due
 
     def wait_next(self) -> list:
         """Sleep until the first entry is due (when nothing else is left to do); return
         the entries due then."""
-        if not self._heap:
+        if not self:
             return []
-        time.sleep(max(self._heap[0][0] - time.monotonic(), 0))
+        time.sleep(max(self[0][0] - time.monotonic(), 0))
         return self.pop_due()

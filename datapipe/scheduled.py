@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import uuid
 from datetime import datetime, timedelta
 
 from django.utils import timezone
 
 from . import conf, signals
+from .periodic import Periodic
 from .registry import registry
 from .schedules import describe
 from .session import get_session
@@ -67,43 +67,14 @@ def run_scheduled(name: str) -> dict:
         logger.warning("Scheduled run of %r skipped: its previous run is still running", name)
         signals.scheduled_run_skipped.send(cls, pipeline=name)
         return {"pipeline": name, "skipped": True}
-    renewing = _Renewing(lease, holder, seconds)
+    def renew():
+        if not PipelineLease.renew(lease, holder, seconds):
+            logger.error("Lease %s lost while its run goes on", lease)
+
     try:
-        with renewing:
+        with Periodic(renew, seconds / 3, f"datapipe-lease-{name}"):
             report = get_session(progress=False).run(name)
     finally:
         PipelineLease.release(lease, holder)
     return {"pipeline": name, "skipped": False, "run_id": report.run_id,
             "processed": report.processed, "errored": report.errored}
-
-
-class _Renewing:
-    """A thread renewing a lease every third of its length while the run goes on."""
-
-    def __init__(self, name: str, holder: str, seconds: float):
-        self.name, self.holder, self.seconds = name, holder, seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, daemon=True,
-                                        name=f"datapipe-lease-{name}")
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join()
-
-    def _renew(self) -> None:
-        from django.db import connection
-
-        from .models import PipelineLease
-
-        try:
-            while not self._stop.wait(self.seconds / 3):
-                if not PipelineLease.renew(self.name, self.holder, self.seconds):
-                    logger.error("Lease %s lost while its run goes on", self.name)
-        except Exception:
-            logger.exception("Could not renew the lease %s", self.name)
-        finally:
-            connection.close()  # this thread's own connection

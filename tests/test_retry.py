@@ -5,7 +5,6 @@ on; only the last failure writes an error row. ``max_errors`` / ``max_error_rate
 a run that fails too much, as ``PipeError`` does.
 """
 
-import time
 from collections import Counter
 
 import pytest
@@ -102,14 +101,14 @@ def test_a_session_retry_overrides_the_pipes(isolated_registry):
 
 
 @pytest.mark.django_db
-def test_retries_of_many_items_wait_together_not_one_after_the_other(isolated_registry):
-    """100 items failing twice with backoff 0.2 s: the delays overlap (a run of 0.6 s of
-    waiting, not 100 x 0.6 s)."""
+def test_many_items_waiting_for_retries_are_all_retried_and_counted(isolated_registry):
+    """100 of 1,000 items fail twice: 200 retries, no error row. (How long it takes is
+    measured by ``python -m benchmarks.retry``, not asserted here.)"""
     tries = Counter()
 
     @pipeline("many.retries")
     class ManyRetries(Pipe):
-        retry = Retry(on=TimeoutError, attempts=3, backoff=0.2)
+        retry = Retry(on=TimeoutError, attempts=3, backoff=0.01)
 
         def process(self):
             tries[self.item] += 1
@@ -117,11 +116,11 @@ def test_retries_of_many_items_wait_together_not_one_after_the_other(isolated_re
                 raise TimeoutError
             return self.item
 
-    started = time.monotonic()
     report = get_session(progress=False).run(list(range(1000)), "many.retries")
-    elapsed = time.monotonic() - started
-    assert (report.succeeded, report.retried, report.errored) == (1000, 200, 0)
-    assert elapsed < 100 * 0.6 / 4  # generous: the waiting alone is about 0.6 s
+    assert (report.processed, report.succeeded, report.retried, report.errored) == (
+        1000, 1000, 200, 0)
+    assert Counter(tries.values()) == {1: 900, 3: 100}
+    assert not PipelineError.objects.exists()
 
 
 @pytest.mark.django_db
@@ -229,3 +228,28 @@ def test_session_thresholds_override_the_pipes(isolated_registry):
 def test_bad_threshold_options_are_refused_naming_the_value(options, message):
     with pytest.raises((TypeError, ValueError), match=message):
         get_session(**options)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_fetch_that_times_out_is_fetched_again_on_the_retry(isolated_registry, concurrency):
+    fetches = Counter()
+
+    @pipeline("fetch.retried")
+    class FetchRetried(Pipe):
+        retry = Retry(on=TimeoutError, attempts=2, backoff=0)
+
+        async def fetch(self):
+            fetches[self.item] += 1
+            if self.item == "slow" and fetches[self.item] == 1:
+                raise TimeoutError("the first fetch timed out")
+            self.body = f"body of {self.item}"
+
+        def process(self):
+            return self.body
+
+    report = get_session(progress=False, keep_results=True, concurrency=concurrency).run(
+        ["a", "slow", "b"], "fetch.retried")
+    assert (report.succeeded, report.retried, report.errored) == (3, 1, 0)
+    assert sorted(report.results) == ["body of a", "body of b", "body of slow"]
+    assert fetches == {"a": 1, "slow": 2, "b": 1}

@@ -166,7 +166,7 @@ def finish_if_complete(run, stale_after: float | None = None) -> bool:
     # a worker that died (and the chunk ran again).
     run.abandon_running_children()
     failed = run.chunks.filter(status=run.chunks.model.Status.FAILED)
-    status, message = run.Status.DONE, ""
+    status, message, over_threshold = run.Status.DONE, "", False
     if count := failed.count():
         first = failed.order_by("index").values_list("message", flat=True).first()
         status, message = run.Status.FAILED, (
@@ -176,7 +176,7 @@ def finish_if_complete(run, stale_after: float | None = None) -> bool:
         # Chunks that committed side by side could each stay under the threshold.
         thresholds = Thresholds.of(cls, run.dispatch.get("options"))
         if thresholds.exceeded(run.processed, run.errored, final=True):
-            status = run.Status.FAILED
+            status, over_threshold = run.Status.FAILED, True
             message = str(ErrorThresholdExceeded(run.pipeline_name, run.errored, run.processed))
         # Prune and sinks: only for a run every chunk of which committed.
         if failure := finish_outputs(run, cls, complete=status == run.Status.DONE):
@@ -187,5 +187,5 @@ def finish_if_complete(run, stale_after: float | None = None) -> bool:
         status, message = run.Status.FAILED, f"finish_run: {describe(exc)}"
     run.set_outcome(status, message)
     if status == run.Status.FAILED:
-        notify.run_failed(run)
+        notify.run_failed(run, over_threshold)
     return True

@@ -12,7 +12,6 @@ chunk whose worker died from a long one.
 from __future__ import annotations
 
 import logging
-import threading
 from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, InterfaceError, OperationalError, connections
@@ -23,13 +22,14 @@ from ..chain import run_chain, run_triggers
 from ..exceptions import DatapipeError, ErrorThresholdExceeded
 from ..lifecycle import describe
 from ..options import RunOptions
+from ..periodic import Periodic
 from ..pipe import AttrDict
 from ..registry import registry
 from .chunks import decode_chunk, payload_values
 from .ledger import ChunkAlreadyDone, ChunkFailed, ChunkRecord, finish_if_complete
 from .outputs import keeps_results
 
-__all__ = ["CONNECTION_ERRORS", "MAX_RETRIES", "Heartbeat", "close_connections", "run_chunk"]
+__all__ = ["CONNECTION_ERRORS", "MAX_RETRIES", "heartbeat", "close_connections", "run_chunk"]
 
 logger = logging.getLogger("datapipe")
 
@@ -41,34 +41,10 @@ CONNECTION_ERRORS = (OperationalError, InterfaceError)
 MAX_RETRIES = 10
 
 
-class Heartbeat:
+def heartbeat(chunk) -> Periodic:
     """While the block runs, a thread writes ``chunk.heartbeat_at`` every fifth of
     ``DATAPIPE["STALE_AFTER"]``, on a database connection of its own."""
-
-    def __init__(self, chunk):
-        self.chunk = chunk
-        self.every = max(conf.get("STALE_AFTER") / 5, 0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="datapipe-heartbeat",
-                                        daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self._stop.set()
-        self._thread.join()
-
-    def _beat(self) -> None:
-        try:
-            while not self._stop.wait(self.every):
-                try:
-                    self.chunk.beat()
-                except CONNECTION_ERRORS:  # the database is away: try again next time
-                    close_connections()
-        finally:
-            connections.close_all()
+    return Periodic(chunk.beat, max(conf.get("STALE_AFTER") / 5, 0.2), "datapipe-heartbeat")
 
 
 def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int = MAX_RETRIES,
@@ -105,7 +81,7 @@ def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int 
         options = RunOptions.from_chunk(sent_with.get("options", {}), progress=False,
                                         atomic=True, using=using)
         context = AttrDict(sent_with.get("context") or {})
-        with Heartbeat(chunk):
+        with heartbeat(chunk):
             if todo == "run":
                 items = decode_chunk(chunk.items, using)
                 report = run_chain(run.pipeline_name, items, options, context, record=record)
