@@ -7,6 +7,7 @@ tests, which skip without it (and fail under ``CI=true``).
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import dj_database_url
@@ -25,7 +26,14 @@ DATABASES = {
         conn_max_age=0,
     )
 }
-DATABASES["default"]["TEST"] = {"NAME": os.environ.get("DATAPIPE_TEST_DB_NAME") or None}
+# On SQLite the test database is a file, never Django's default in-memory one: the live
+# server answers the admin's chart images on several threads at once, and threads of a
+# shared-cache in-memory database lock each other's tables (seen: requests hung for
+# minutes). A file database takes SQLite's ordinary locks, as a project's would.
+_test_name = os.environ.get("DATAPIPE_TEST_DB_NAME")
+if not _test_name and DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    _test_name = os.path.join(tempfile.gettempdir(), f"datapipe-test-{os.getpid()}.sqlite3")
+DATABASES["default"]["TEST"] = {"NAME": _test_name or None}
 
 INSTALLED_APPS = [
     "django.contrib.admin",
