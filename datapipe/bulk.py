@@ -45,10 +45,21 @@ def insert_rows(
     sql = "COPY {} ({}) FROM STDIN".format(
         quote(model._meta.db_table), ", ".join(quote(field.column) for field in model_fields)
     )
-    converters = [_copy_converter(field, connection) for field in model_fields]
+    rows = rows if isinstance(rows, list) else list(rows)
+    texts = [_text_converter(field) for field in model_fields]
+    try:
+        lines = ["\t".join([text(value) for text, value in zip(texts, row, strict=True)])
+                 for row in rows]
+    except _NotText:
+        converters = [_copy_converter(field, connection) for field in model_fields]
+        with connection.cursor() as cursor, _copy(cursor, sql) as copy:
+            for row in rows:
+                copy.write_row([convert(value)
+                                for convert, value in zip(converters, row, strict=True)])
+        return
     with connection.cursor() as cursor, _copy(cursor, sql) as copy:
-        for row in rows:
-            copy.write_row([convert(value) for convert, value in zip(converters, row, strict=True)])
+        if lines:
+            copy.write("\n".join(lines) + "\n")
 
 
 def insert_objects(model: type[Model], objs: Sequence[Model], using: str) -> None:
@@ -69,8 +80,8 @@ def insert_objects(model: type[Model], objs: Sequence[Model], using: str) -> Non
     table, pk = model._meta.db_table, model._meta.pk
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
-            [quote(table), pk.column, len(objs)],
+            "SELECT nextval(%s::regclass) FROM generate_series(1, %s)",
+            [_sequence(cursor, quote(table), pk.column), len(objs)],
         )
         ids = [row[0] for row in cursor.fetchall()]
         sql = "COPY {} ({}) FROM STDIN".format(
@@ -84,6 +95,21 @@ def insert_objects(model: type[Model], objs: Sequence[Model], using: str) -> Non
     for obj in objs:
         obj._state.adding = False
         obj._state.db = using
+
+
+#: The sequence of each (database, table, column), asked once: ``pg_get_serial_sequence``
+#: in the ``nextval`` query would run once per row, and cost six times the ``nextval``.
+_sequences: dict[tuple, str] = {}
+
+
+def _sequence(cursor, table: str, column: str) -> str:
+    where = cursor.db.settings_dict
+    key = (where["HOST"], where["PORT"], where["NAME"], table, column)
+    name = _sequences.get(key)
+    if name is None:
+        cursor.execute("SELECT pg_get_serial_sequence(%s, %s)", [table, column])
+        name = _sequences[key] = cursor.fetchone()[0]
+    return name
 
 
 # Django's own field classes whose conversion leaves values of these types unchanged.
@@ -163,6 +189,44 @@ def _copy_converter(field, connection):
         return field.get_db_prep_save(value, connection)
 
     return convert
+
+
+class _NotText(Exception):
+    """A value :func:`_text_converter` does not write (psycopg adapts the rows then)."""
+
+
+# COPY's text format: a backslash escapes the separators and itself.
+_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
+def _text_converter(field):
+    """A function from a field's value to its text in COPY's text format, for the values
+    :func:`insert_rows` meets (text, integers, datetimes, JSON); :class:`_NotText` for
+    others. The text of one value object repeated across rows (the run's name, its
+    timestamp) is made once."""
+    json_field = isinstance(field, JSONField)
+    last = [_NotText, ""]
+
+    def text(value):
+        if value is last[0]:
+            return last[1]
+        kind = type(value)
+        if value is None:
+            result = "\\N"
+        elif json_field:
+            result = json.dumps(value, cls=field.encoder).translate(_ESCAPES)
+        elif kind is str:
+            result = value.translate(_ESCAPES)
+        elif kind is int:
+            result = str(value)
+        elif kind is datetime.datetime and value.tzinfo is not None:
+            result = value.isoformat()
+        else:
+            raise _NotText
+        last[0], last[1] = value, result
+        return result
+
+    return text
 
 
 def _can_copy(connection) -> bool:

@@ -29,8 +29,9 @@ from .exceptions import (
     PipeError,
     PipeIgnore,
 )
+from .heap import frozen_heap
 from .identity import tracked_identity
-from .items import check_items, iterate
+from .items import check_items, distinct_rows, iterate
 from .lifecycle import RunRecord, describe
 from .options import RunOptions, check_retry
 from .pipe import AttrDict, PipeState
@@ -102,7 +103,8 @@ class Engine:
             with RunTransaction(self.using, self.options.atomic, lock=self.name,
                                 shared=record.shared_lock) as self.tx:
                 record.opened()
-                self._run(items)
+                with frozen_heap():
+                    self._run(items)
                 record.committing(report, self.context, self.errors)
         except BaseException as exc:
             if isinstance(exc, ConnectionClosed):
@@ -146,6 +148,7 @@ class Engine:
                 "(return super().prepare(items) at the end)."
             )
         check_items(prepared, f"The value returned by {self.cls.__qualname__}.prepare()")
+        self.tracker.fresh = self._first_run(prepared)
         filtering = prepared is not items
         seen = set() if filtering and not isinstance(prepared, (QuerySet, Sequence)) else None
         results = self.report.results if self.keep_results else []
@@ -176,6 +179,16 @@ class Engine:
         self._flush(results)
         self._unattributed(pipe.finish, results)
         self._flush(results)
+
+    def _first_run(self, prepared) -> bool:
+        """Whether no item of the run can have a tracker under the pipeline, so that the
+        flushes need not look old outputs up: the pipeline has none now, no other run
+        can write one while this one runs (it holds the pipeline's lock for its one
+        transaction: local and atomic), and no item comes twice (:func:`distinct_rows`)."""
+        return (
+            self.tracker.enabled and self.options.atomic and not self.record.shared_lock
+            and distinct_rows(prepared) and self.tracker.untracked()
+        )
 
     def _process(self, item, instance, pending, savepoints: ItemSavepoints,
                  tries: int = 1) -> bool:

@@ -14,7 +14,7 @@ from django.db.models.query import ModelIterable
 from .exceptions import InvalidItems
 
 __all__ = [
-    "check_items", "default_pipeline_name", "iterate", "keyset_pages",
+    "check_items", "default_pipeline_name", "distinct_rows", "iterate", "keyset_pages",
 ]
 
 
@@ -47,6 +47,18 @@ def iterate(items: Iterable[Any], chunksize: int) -> Iterator[Any]:
     if items._iterable_class is not ModelIterable:
         return items.iterator(chunk_size=chunksize)
     return keyset_pages(items, chunksize)
+
+
+def distinct_rows(items: Any) -> bool:
+    """Whether :func:`iterate` yields each row of ``items`` at most once: a QuerySet of
+    model instances read by keyset pages, without a join that could repeat a row
+    (unless ``distinct()``)."""
+    if not isinstance(items, QuerySet) or items._iterable_class is not ModelIterable:
+        return False
+    query = items.query
+    if query.is_sliced or query.combinator:
+        return False
+    return query.distinct or len(query.alias_map) <= 1
 
 
 def keyset_pages(
