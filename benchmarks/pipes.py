@@ -34,6 +34,18 @@ class OutputsAndUpdate(Outputs):
         return item
 
 
+@pipeline("benchmarks.outputs_and_buffered_update")
+class OutputsAndBufferedUpdate(Outputs):
+    """As :class:`Outputs`, plus the item's update buffered with ``add_to_update``: written
+    in bulk at the flush, so the item issues no query and needs no savepoint."""
+
+    def process(self):
+        item = super().process()
+        item.touched += 1
+        self.add_to_update(item, fields=["touched"])
+        return item
+
+
 # fetch(): the hook's cost without I/O, and HTTP calls (python -m benchmarks.concurrency) ---
 
 

@@ -33,6 +33,7 @@ RATIO_TARGETS = [
     ("datapipe vs naive loop", "datapipe", "naive", 10.0),
     ("datapipe vs raw bulk_create", "datapipe", "bulk_create", 0.8),
     ("datapipe with UPDATE vs naive loop", "datapipe_update", "naive", 2.0),
+    ("datapipe with add_to_update vs naive loop", "datapipe_add_to_update", "naive", 2.0),
     ("datapipe in Celery vs local", "celery", "datapipe", 1.0),
 ]
 

@@ -69,6 +69,14 @@ def datapipe_with_update() -> int:
     return report.processed
 
 
+def datapipe_with_buffered_update() -> int:
+    report = get_session(progress=False).run(
+        SourceItem.objects.all(), "benchmarks.outputs_and_buffered_update"
+    )
+    _check(report)
+    return report.processed
+
+
 def datapipe_celery() -> int:
     from .celery_app import QUEUE
 
@@ -110,6 +118,11 @@ SCENARIOS = {
         Scenario("bulk_create", "3. raw bulk_create", raw_bulk_create),
         Scenario(
             "datapipe_update", "4. datapipe, process() also UPDATEs the item", datapipe_with_update
+        ),
+        Scenario(
+            "datapipe_add_to_update",
+            "4b. datapipe, process() updates the item with add_to_update",
+            datapipe_with_buffered_update,
         ),
         Scenario(
             "celery",

@@ -118,7 +118,7 @@ _INTEGERS = (
     models.BigIntegerField, models.SmallIntegerField, models.PositiveIntegerField,
     models.PositiveBigIntegerField, models.PositiveSmallIntegerField,
 )  # fmt: skip
-_UNCONVERTED = {
+UNCONVERTED = {
     models.CharField: (str,),
     models.TextField: (str,),
     models.BooleanField: (bool,),
@@ -139,9 +139,9 @@ def _object_converter(field, connection):
         return field.get_db_prep_save(field.pre_save(obj, True), connection)
 
     target = field.target_field if type(field) is models.ForeignKey else field
-    if type(field) not in _UNCONVERTED and target is field:
+    if type(field) not in UNCONVERTED and target is field:
         return prepared
-    kept = (*_UNCONVERTED.get(type(target), ()), type(None))
+    kept = (*UNCONVERTED.get(type(target), ()), type(None))
     attname = field.attname
 
     def convert(obj):

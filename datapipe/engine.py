@@ -311,7 +311,7 @@ class Engine:
         """Call ``prepare``/``finish``: outputs they buffer belong to no item."""
         record = self.buffer.begin(None)
         value = hook(arg)
-        if record.objects or record.saved:
+        if record.objects or record.saved or record.updates:
             self.buffer.keep(record)
         return value
 

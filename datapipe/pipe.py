@@ -22,6 +22,7 @@ from .exceptions import (
     PipelineDefinitionError,
 )
 from .registry import pipeline, registry
+from .updates import checked_fields
 
 __all__ = ["AttrDict", "Pipe", "pipeline"]
 
@@ -146,9 +147,10 @@ class Pipe:
         ``await super().fetch()``), the same in every override of the pipeline: mixing
         them is refused when the run starts. Up to :attr:`concurrency` items fetch at a
         time, outside the run's transaction, so fetch must not use the database (a query
-        fails the item with ``FetchUsedDatabase``) nor call ``add_to_save``: keep what it
-        got on ``self`` for ``process``. Anything it raises, flow control included,
-        counts for its item as if raised in ``process``. The return value is ignored.
+        fails the item with ``FetchUsedDatabase``) nor call ``add_to_save`` or
+        ``add_to_update``: keep what it got on ``self`` for ``process``. Anything it
+        raises, flow control included, counts for its item as if raised in ``process``.
+        The return value is ignored.
         """
         return NOTHING_FETCHED
 
@@ -200,7 +202,7 @@ class Pipe:
             if not obj._state.adding:
                 raise InvalidOutput(
                     f"add_to_save() takes unsaved model instances; {obj!r:.80} "
-                    "is already saved (update it with save() or a query instead)."
+                    "is already saved (update it with add_to_update(obj, fields=[...]))."
                 )
         if self._state.buffer is not None:
             self._state.buffer.add(objs, direct)
@@ -208,6 +210,47 @@ class Pipe:
             for obj in objs:
                 obj.save()
         return objs[0] if len(objs) == 1 else objs
+
+    def add_to_update(self, obj, fields: Sequence[str]):
+        """Buffer the update of ``fields`` of the saved instance ``obj``; return ``obj``.
+
+        The updates pending at a flush are written after the buffered inserts, in the same
+        savepoint (so a foreign key may point to an object given to :meth:`add_to_save`),
+        in one statement per model and fields (:mod:`datapipe.updates`). Values are read
+        from the objects then; ``pre_save`` does not run (an ``auto_now`` field is not
+        set), as with ``bulk_update``. A row updated by several items takes the last
+        value. An update that fails fails its item alone, as an insert does; a row that
+        no longer exists is not an error (the UPDATE matches nothing).
+
+        Updated rows are not outputs: reparse never deletes them, and running the item
+        again sets the fields again. Updates made in ``prepare`` or ``finish`` belong to
+        no item; without a run (:meth:`eval`) the object is saved at once with
+        ``update_fields``.
+        """
+        from django.db.models import Model
+
+        if self._fetching:
+            raise InvalidOutput(
+                f"add_to_update() in {type(self).__qualname__}.fetch(): fetch runs outside "
+                "the run's transaction, for several items at once. Keep what fetch got on "
+                "self and add the updates in process()."
+            )
+        if not isinstance(obj, Model):
+            raise InvalidOutput(
+                f"add_to_update() takes a saved model instance, not {type(obj).__name__}: "
+                f"{obj!r:.80}"
+            )
+        if obj.pk is None or obj._state.adding:
+            raise InvalidOutput(
+                f"add_to_update() takes a saved model instance; {obj!r:.80} is not saved "
+                "(buffer new objects with add_to_save)."
+            )
+        names = checked_fields(obj, fields)
+        if self._state.buffer is not None:
+            self._state.buffer.update(obj, names)
+        else:
+            obj.save(update_fields=names)
+        return obj
 
     # Flow control helpers ----------------------------------------------------------
 
@@ -232,7 +275,8 @@ class Pipe:
         ``prepare([item])`` runs first (so containers are set up), then ``fetch()``
         (an async one on an event loop of its own), then ``process()``; exceptions,
         flow-control ones included, propagate. Buffered outputs are not saved
-        (``direct=True`` ones are). Returns None if ``prepare`` filters the item out.
+        (``direct=True`` ones are); updates (``add_to_update``) are, at once. Returns None
+        if ``prepare`` filters the item out.
         """
         state = PipeState(context)
         prepared = cls(state=state).prepare([item])

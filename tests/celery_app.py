@@ -26,7 +26,9 @@ app.conf.update(
     },
     worker_prefetch_multiplier=1,
     broker_connection_retry_on_startup=True,
-    imports=["datapipe.tasks", "tests.distributed_pipes", "tests.io_pipes"],
+    imports=[
+        "datapipe.tasks", "tests.distributed_pipes", "tests.io_pipes", "tests.testapp.update_pipes",
+    ],
 )
 # A worker started with beat (-B) sends the sweep and the scheduled runs to its own queue.
 datapipe.celery.configure(app, sweep_queue=os.environ.get("DATAPIPE_TEST_SWEEP_QUEUE"),

@@ -4,10 +4,17 @@ import os
 
 import pytest
 from django.db import connection
+from hypothesis import settings
 
 from datapipe import Pipe, get_session, pipeline, registry
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests: 25 examples in the suite; the thorough profile (1,000) is what
+# ``benchmarks/run --thorough`` runs: DATAPIPE_HYPOTHESIS_PROFILE=thorough pytest ...
+settings.register_profile("suite", max_examples=25)
+settings.register_profile("thorough", max_examples=1000)
+settings.load_profile(os.environ.get("DATAPIPE_HYPOTHESIS_PROFILE", "suite"))
 
 
 def require(condition: bool, reason: str) -> None:

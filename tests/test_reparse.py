@@ -202,7 +202,8 @@ def expected_after(model, behaviours, skipped, pipe_error):
     return new, replaced
 
 
-@settings(max_examples=25, deadline=None,
+# Examples: the profile's (tests/conftest.py: 25, or 1,000 in the thorough profile).
+@settings(deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(runs=runs)
 def test_outputs_match_the_model_after_any_sequence_of_runs(runs):

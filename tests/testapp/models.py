@@ -96,3 +96,25 @@ class Tag(models.Model):
 
     def __str__(self):
         return f"#{self.name}"
+
+
+# add_to_update: a column of each type its arrays carry ------------------------------------
+
+
+class Tally(models.Model):
+    """A row that ``add_to_update`` tests update: text, JSON, a time, a UUID, a foreign key,
+    a unique label and a count the database keeps from going negative."""
+
+    label = models.CharField(max_length=10, null=True, unique=True)
+    count = models.IntegerField(default=0)
+    data = models.JSONField(default=dict)
+    seen_at = models.DateTimeField(null=True)
+    token = models.UUIDField(null=True)
+    result = models.ForeignKey(ResultItem, null=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(count__gte=0), name="tally_count_not_negative"
+            )
+        ]
