@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from datapipe.bulk import insert_objects, insert_rows
 from datapipe.models import PipelineTrack
 from datapipe.tracking import _TRACK_FIELDS
-from tests.testapp.models import Note, ResultItem, SourceItem
+from tests.testapp.models import Note, ResultItem, SourceItem, Tally
 
 pytestmark = pytest.mark.django_db
 
@@ -65,3 +65,44 @@ def test_rows_are_inserted_with_json_values():
     )
     row = PipelineTrack.objects.get()
     assert (row.item_id, row.outputs) == ("a,b", outputs)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"testapp.resultitem": [1, 2]},  # trackers' shape: written without json.dumps
+        {"nested": {"a": [1.5, None, True]}, "text": "tab\there \\ \"quoted\""},
+        {"bools": [True, False]},  # not ints, though bool is an int subclass
+        ["a", "list"],
+        "a string",
+    ],
+)
+def test_inserted_objects_keep_every_kind_of_value(data):
+    import datetime
+    import uuid
+
+    result = ResultItem.objects.create(number=1)
+    seen = datetime.datetime(2026, 5, 6, 7, 8, 9, 123456, tzinfo=datetime.UTC)
+    token = uuid.uuid4()
+    objs = [
+        Tally(label="a\tb\\c\nd", count=3, data=data, seen_at=seen, token=token, result=result),
+        Tally(label=None, count=0, data={}, seen_at=None, token=None, result=None),
+    ]
+    insert_objects(Tally, objs, "default")
+    rows = Tally.objects.order_by("pk").values_list(
+        "label", "count", "data", "seen_at", "token", "result_id")
+    assert list(rows) == [
+        ("a\tb\\c\nd", 3, data, seen, token, result.pk),
+        (None, 0, {}, None, None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "number", [float("inf"), pytest.param(float("nan"), marks=pytest.mark.postgresql), 1e300, 2.5]
+)
+def test_floats_copy_cannot_write_as_text_are_adapted(number):
+    import math
+
+    insert_objects(ResultItem, [ResultItem(number=number)], "default")
+    saved = ResultItem.objects.get().number
+    assert saved == number or (math.isnan(number) and math.isnan(saved))
