@@ -78,8 +78,7 @@ def insert_objects(model: type[Model], objs: Sequence[Model], using: str) -> Non
     if fields is None:
         model._base_manager.using(using).bulk_create(objs)
         return
-    for obj in objs:  # foreign keys to objects saved since they were assigned
-        obj._prepare_related_fields_for_save(operation_name="bulk_create")
+    _prepare_related(model, objs)
     quote = connection.ops.quote_name
     table, pk = model._meta.db_table, model._meta.pk
     with connection.cursor() as cursor:
@@ -107,6 +106,34 @@ def insert_objects(model: type[Model], objs: Sequence[Model], using: str) -> Non
     for obj in objs:
         obj._state.adding = False
         obj._state.db = using
+
+
+def _prepare_related(model: type[Model], objs: Sequence[Model]) -> None:
+    """As ``bulk_create``: each object's foreign keys to objects saved since they were
+    assigned take their keys, and one to an unsaved object raises ``ValueError``.
+
+    Django's check visits every field of every object; an object whose cached related
+    objects all have the key it holds already (``ResultItem(source=item)``) needs
+    nothing, and is only looked at here.
+    """
+    meta = model._meta
+    relations = [(field.cache_name, field.attname, field.target_field.attname)
+                 for field in meta.concrete_fields if field.is_relation]
+    if not relations and not meta.private_fields:
+        return
+    for obj in objs:
+        cache = obj._state.fields_cache
+        for cache_name, attname, target in relations:
+            related = cache.get(cache_name)
+            if related is None:
+                continue
+            value = getattr(obj, attname)
+            if value is None or getattr(related, target) != value:
+                break
+        else:
+            if not meta.private_fields:
+                continue
+        obj._prepare_related_fields_for_save(operation_name="bulk_create")
 
 
 #: The sequence of each (database, table, column), asked once: ``pg_get_serial_sequence``

@@ -12,6 +12,8 @@ import inspect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from django.db.models import Model
+
 from .concurrency import NOTHING_FETCHED, fetch_once
 from .exceptions import (
     InvalidItems,
@@ -183,8 +185,6 @@ class Pipe:
         With ``direct=True`` each object is saved at once (for objects that later ones
         point to). Saved objects are tracked as this item's outputs for reparse.
         """
-        from django.db.models import Model
-
         if self._fetching:
             raise InvalidOutput(
                 f"add_to_save() in {type(self).__qualname__}.fetch(): fetch runs outside the "
@@ -227,8 +227,6 @@ class Pipe:
         no item; without a run (:meth:`eval`) the object is saved at once with
         ``update_fields``.
         """
-        from django.db.models import Model
-
         if self._fetching:
             raise InvalidOutput(
                 f"add_to_update() in {type(self).__qualname__}.fetch(): fetch runs outside "

@@ -41,8 +41,15 @@ _TRACK_FIELDS = (
 )
 
 
+#: ``label_lower`` of each model class: a property that formats it at every call.
+_labels: dict[type, str] = {}
+
+
 def _label(model) -> str:
-    return model._meta.label_lower
+    label = _labels.get(model)
+    if label is None:
+        label = _labels[model] = model._meta.label_lower
+    return label
 
 
 def outputs_of(objects: Iterable) -> dict[str, list]:

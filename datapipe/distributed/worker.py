@@ -90,7 +90,9 @@ def run_chunk(run_id: int, chunk_id: int, *, retries: int = 0, max_retries: int 
                 payload = chunk.results or {"values": []}
                 results = items = decode_chunk(payload, using)
             _triggers(run, results, options, context)
-        chunk.triggers_done(keep_results=keeps_results(registry.get(run.pipeline_name)))
+        # A chunk with nothing triggered turned done with its commit.
+        if todo == "triggers" or registry.triggers_of(run.pipeline_name):
+            chunk.triggers_done(keep_results=keeps_results(registry.get(run.pipeline_name)))
         outcome = "done"
     except ChunkAlreadyDone:
         outcome = "skipped"
