@@ -1,8 +1,10 @@
-"""``python -m benchmarks [--items N] [--repeat N] [--rss-sizes A,B,C] [--quick]``.
+"""``python -m benchmarks [--items N] [--repeat N] [--sizes A,B] [--quick] [--thorough]``.
 
 Seeds the SourceItem table, runs every scenario ``--repeat`` times (interleaved, each
-run in a fresh process on emptied output tables), then scenario 1 once per RSS size;
-prints the markdown report and writes it to ``--output`` (``benchmarks/RESULTS.md``).
+run in a fresh process on emptied output tables: every run is a first run), then the
+datapipe scenarios ``--repeat`` times at each of ``--sizes`` (items/s and peak RSS by
+size); with ``--thorough``, the reparse property test with 1,000 examples. Prints the
+markdown report and writes it to ``--output`` (``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations
@@ -30,14 +32,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--repeat", type=int, default=3, help="runs per scenario; the median is reported (3)"
     )
     parser.add_argument(
+        "--sizes",
         "--rss-sizes",
-        default="10000,100000,1000000",
-        help="item counts of the RSS runs of scenario 1 (10000,100000,1000000)",
+        default="10000,1000000",
+        help="item counts of the runs by size, besides --items (10000,1000000)",
     )
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 1,000 items, one run, RSS at 500 and 1,000 items",
+        help="smoke run: 1,000 items, one run, sizes 500 and 2,000",
+    )
+    parser.add_argument(
+        "--thorough",
+        action="store_true",
+        help="also run the reparse property test with 1,000 examples (about 3 minutes)",
     )
     parser.add_argument(
         "--only", default="", help="comma-separated scenario keys to run (default all)"
@@ -47,8 +55,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.items, args.repeat, args.rss_sizes = 1000, 1, "500,1000"
-    args.rss_sizes = [int(size) for size in args.rss_sizes.split(",") if size.strip()]
+        args.items, args.repeat, args.sizes = 1000, 1, "500,2000"
+    sizes = [int(size) for size in args.sizes.split(",") if size.strip()]
+    args.sizes = sorted({args.items, *sizes})
     return args
 
 
@@ -94,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from .data import reset_outputs, seed
     from .machine import describe
-    from .report import Measured, markdown
+    from .report import SIZE_SCENARIOS, Measured, markdown
     from .scenarios import SCENARIOS, celery_available
+    from .thorough import property_test
     from .workers import celery_workers
 
     call_command("migrate", verbosity=0)
@@ -104,25 +114,30 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         keys = [key for key in keys if key in args.only.split(",")]
     results = {key: Measured(args.items) for key in keys}
-    rss: dict[int, Measured] = {}
+    by_size = {(key, size): Measured(size) for key in SIZE_SCENARIOS if key in keys
+               for size in args.sizes if size != args.items}
     with celery_workers(enabled="celery" in keys):
         seed(args.items)
         for repetition in range(1, args.repeat + 1):
             for key in keys:
-                measure(
-                    key,
-                    results[key],
-                    f"run {repetition}/{args.repeat}, {key}, {args.items:,} items",
-                )
-    if "datapipe" in keys:
-        for size in args.rss_sizes:
+                measure(key, results[key],
+                        f"run {repetition}/{args.repeat}, {key}, {args.items:,} items")
+        for size in sorted({size for _, size in by_size}):
             seed(size)
-            rss[size] = Measured(size)
-            measure("datapipe", rss[size], f"RSS run, datapipe, {size:,} items")
+            for repetition in range(1, args.repeat + 1):
+                for key, at in by_size:
+                    if at == size:
+                        measure(key, by_size[key, size],
+                                f"run {repetition}/{args.repeat}, {key}, {size:,} items")
+    for key in SIZE_SCENARIOS:
+        if key in results:
+            by_size[key, args.items] = results[key]
     reset_outputs()
+    thorough = property_test() if args.thorough else None
     command = os.environ.get("BENCHMARKS_COMMAND") or "python -m benchmarks"
     command = " ".join([command, *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
-    text = markdown(results, rss, describe(), command, args.repeat, celery)
+    text = markdown(results, by_size, describe(), command, args.repeat, celery, args.items,
+                    thorough)
     print(text)
     args.output.write_text(text)
     return 0

@@ -117,7 +117,8 @@ SCENARIOS = {
         Scenario("naive", "2. naive loop: atomic() + create() per item", naive_loop),
         Scenario("bulk_create", "3. raw bulk_create", raw_bulk_create),
         Scenario(
-            "datapipe_update", "4. datapipe, process() also UPDATEs the item", datapipe_with_update
+            "datapipe_update", "4. datapipe, process() UPDATEs the item by a query",
+            datapipe_with_update,
         ),
         Scenario(
             "datapipe_add_to_update",
