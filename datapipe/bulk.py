@@ -51,19 +51,13 @@ def insert_rows(
     )
     rows = rows if isinstance(rows, list) else list(rows)
     texts = [_text_converter(field) for field in model_fields]
-    try:
-        lines = ["\t".join([text(value) for text, value in zip(texts, row, strict=True)])
-                 for row in rows]
-    except _NotText:
-        converters = [_copy_converter(field, connection) for field in model_fields]
-        with connection.cursor() as cursor, _copy(cursor, sql) as copy:
-            for row in rows:
-                copy.write_row([convert(value)
-                                for convert, value in zip(converters, row, strict=True)])
-        return
+    converters = [_copy_converter(field, connection) for field in model_fields]
     with connection.cursor() as cursor, _copy(cursor, sql) as copy:
-        if lines:
-            copy.write("\n".join(lines) + "\n")
+        _write_rows(
+            copy, rows,
+            lambda row: "\t".join([text(v) for text, v in zip(texts, row, strict=True)]) + "\n",
+            lambda row: [convert(v) for convert, v in zip(converters, row, strict=True)],
+        )
 
 
 def insert_objects(model: type[Model], objs: Sequence[Model], using: str) -> None:
@@ -93,16 +87,13 @@ def insert_objects(model: type[Model], objs: Sequence[Model], using: str) -> Non
         for obj, pk_value in zip(objs, ids, strict=True):
             setattr(obj, pk.attname, pk_value)
         texts = [_object_text(field, connection) for field in fields]
-        try:
-            lines = ["\t".join([text(obj) for text in texts]) for obj in objs]
-        except _NotText:
-            converters = [_object_converter(field, connection) for field in fields]
-            with _copy(cursor, sql) as copy:
-                for obj in objs:
-                    copy.write_row([convert(obj) for convert in converters])
-        else:
-            with _copy(cursor, sql) as copy:
-                copy.write("\n".join(lines) + "\n")
+        converters = [_object_converter(field, connection) for field in fields]
+        with _copy(cursor, sql) as copy:
+            _write_rows(
+                copy, objs,
+                lambda obj: "\t".join([text(obj) for text in texts]) + "\n",
+                lambda obj: [convert(obj) for convert in converters],
+            )
     for obj in objs:
         obj._state.adding = False
         obj._state.db = using
@@ -134,6 +125,25 @@ def _prepare_related(model: type[Model], objs: Sequence[Model]) -> None:
             if not meta.private_fields:
                 continue
         obj._prepare_related_fields_for_save(operation_name="bulk_create")
+
+
+#: Rows formatted between two writes to COPY: the server parses a piece while the next
+#: is formatted (a flush's 2,000 rows written at once made it wait for all of them).
+PIECE = 250
+
+
+def _write_rows(copy, rows: Sequence, line, adapted) -> None:
+    """Write ``rows`` to ``copy``: ``line(row)`` is a row's text (:func:`_text`), written
+    :data:`PIECE` rows at a time; from the first piece holding a value that is not plain
+    text on, ``adapted(row)``'s values, which psycopg adapts (rows are independent:
+    the two kinds may follow each other)."""
+    for start in range(0, len(rows), PIECE):
+        try:
+            copy.write("".join([line(row) for row in rows[start:start + PIECE]]))
+        except _NotText:
+            for row in rows[start:]:
+                copy.write_row(adapted(row))
+            return
 
 
 #: The sequence of each (database, table, column), asked once: ``pg_get_serial_sequence``
@@ -211,8 +221,10 @@ def _copyable_fields(model, objs, connection) -> list | None:
         if obj.pk is not None:
             return None
         values = obj.__dict__
-        if any(hasattr(values.get(name), "resolve_expression") for name in attnames):
-            return None
+        for name in attnames:
+            value = values.get(name)
+            if type(value) not in _PLAIN and hasattr(value, "resolve_expression"):
+                return None
     return fields
 
 
@@ -269,6 +281,19 @@ def _text(value) -> str:
 _PLAIN_KEY = re.compile(r"[\w.]+", re.ASCII)
 
 
+_plain_keys: set[str] = set()  # the labels seen (bounded: keys of users' JSON pass here too)
+
+
+def _plain_key(key) -> bool:
+    if key in _plain_keys:
+        return True
+    if type(key) is str and _PLAIN_KEY.fullmatch(key):
+        if len(_plain_keys) < 1000:
+            _plain_keys.add(key)
+        return True
+    return False
+
+
 def _json_text(value, encoder) -> str:
     """``value`` as JSON text in COPY's text format. ``{label: [int, ...]}`` (trackers'
     outputs) is written without ``json.dumps``, which makes an encoder per call: three
@@ -276,9 +301,10 @@ def _json_text(value, encoder) -> str:
     if encoder is None and type(value) is dict:
         parts = []
         for key, items in value.items():
-            if type(items) is not list or type(key) is not str or not _PLAIN_KEY.fullmatch(key):
+            if type(items) is not list or not _plain_key(key):
                 break
-            if not all(type(item) is int for item in items):
+            if not (len(items) == 1 and type(items[0]) is int) and not all(
+                    type(item) is int for item in items):
                 break
             parts.append(f'"{key}": [{", ".join(map(str, items))}]')
         else:
@@ -313,8 +339,19 @@ def _object_text(field, connection):
         attname, encoder = field.attname, field.encoder
         return lambda obj: (
             "\\N" if (value := getattr(obj, attname)) is None else _json_text(value, encoder))
-    convert = _object_converter(field, connection)
-    return lambda obj: _text(convert(obj))
+    target = field.target_field if type(field) is models.ForeignKey else field
+    if type(field) not in UNCONVERTED and target is field:
+        return lambda obj: _text(field.get_db_prep_save(field.pre_save(obj, True), connection))
+    kept = (*UNCONVERTED.get(type(target), ()), type(None))
+    attname = field.attname
+
+    def text(obj):  # _object_converter's, then _text, in one call
+        value = getattr(obj, attname)
+        if type(value) in kept:
+            return _text(value)
+        return _text(field.get_db_prep_save(field.pre_save(obj, True), connection))
+
+    return text
 
 
 def _can_copy(connection) -> bool:

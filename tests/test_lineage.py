@@ -230,7 +230,7 @@ def test_on_postgresql_which_tracker_lists_an_output_is_an_index_look_up(postgre
     assert "datapipe_track_outputs_gin" in plan, plan
     assert upstream(tag)[0].pipeline == "news.link.tags"
     assert "USING gin (outputs jsonb_path_ops)" in indexes["datapipe_track_outputs_gin"]
-    assert "USING brin (updated_at)" in indexes["datapipe_track_updated_brin"]
+    assert "(pipeline_name, updated_at)" in indexes["datapipe_track_pipeline_time"]
 
 
 # Items of a run ---------------------------------------------------------------------------------

@@ -2,8 +2,7 @@
 
 On PostgreSQL, migration 0005 adds a GIN index on ``outputs`` (``jsonb_path_ops``), so
 that "which tracker lists this output" (:func:`datapipe.lineage.upstream`) is an index
-look-up, and a BRIN index on ``updated_at`` (the trackers a run wrote, for its admin
-page). They are not in ``Meta.indexes``: other databases have no such indexes.
+look-up. It is not in ``Meta.indexes``: other databases have no such index.
 """
 
 from django.contrib.contenttypes.models import ContentType
@@ -24,8 +23,7 @@ class PipelineTrack(models.Model):
     pipeline_name = models.CharField(max_length=200)
     # No database constraint and no index of its own: datapipe writes the content type
     # ids itself, and a constraint checked at commit cost a trigger per tracker (a
-    # tenth of a first run's time); the index on (item_content_type, item_id) serves
-    # look-ups by content type.
+    # tenth of a first run's time); the unique constraint below leads with it.
     item_content_type = models.ForeignKey(
         ContentType, null=True, blank=True, on_delete=models.CASCADE, related_name="+",
         db_constraint=False, db_index=False)
@@ -36,8 +34,10 @@ class PipelineTrack(models.Model):
 
     class Meta:
         constraints = [
+            # Item first: it also answers "what was derived from this object" (a delete's
+            # cascade, lineage) and a batch's look-up probes it per item.
             models.UniqueConstraint(
-                fields=["pipeline_name", "item_content_type", "item_id"],
+                fields=["item_content_type", "item_id", "pipeline_name"],
                 name="datapipe_track_unique_item",
             ),
             # NULLs are distinct in the constraint above: one tracker per keyed record.
@@ -47,7 +47,9 @@ class PipelineTrack(models.Model):
                 name="datapipe_track_unique_record",
             ),
         ]
-        indexes = [models.Index(fields=["item_content_type", "item_id"])]
+        # A pipeline's trackers, by time: whether it has any, prune, the trackers a run wrote.
+        indexes = [models.Index(fields=["pipeline_name", "updated_at"],
+                                name="datapipe_track_pipeline_time")]
 
     def __str__(self):
         return f"{self.pipeline_name}: {self.item_content_type_id}/{self.item_id}"
