@@ -18,6 +18,7 @@ import re
 import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import contextmanager, nullcontext
+from typing import Any
 
 from django.db import connections, models
 from django.db.backends.utils import CursorDebugWrapper
@@ -31,20 +32,23 @@ _PLAIN = frozenset({str, int, float, bool, datetime.datetime, type(None)})
 
 
 def insert_rows(
-    model: type[Model], fields: Sequence[str], rows: Iterable[Sequence], using: str
+    model: type[Model], fields: Sequence[str], rows: Iterable[Sequence], using: str,
+    same: dict[str, Any] | None = None,
 ) -> None:
-    """Insert ``rows`` (values of ``fields``, as assigned to a model instance).
+    """Insert ``rows`` (values of ``fields``, as assigned to a model instance), each with
+    the values of ``same`` (field name: value) too.
 
     The rows' primary keys are not read back; the fields' ``pre_save`` does not run
     (give ``auto_now`` fields their value).
     """
+    same = same or {}
     connection = connections[using]
     if not _can_copy(connection):
         model._base_manager.using(using).bulk_create(
-            model(**dict(zip(fields, row, strict=True))) for row in rows
+            model(**same, **dict(zip(fields, row, strict=True))) for row in rows
         )
         return
-    model_fields = [model._meta.get_field(name) for name in fields]
+    model_fields = [model._meta.get_field(name) for name in (*same, *fields)]
     quote = connection.ops.quote_name
     sql = "COPY {} ({}) FROM STDIN".format(
         quote(model._meta.db_table), ", ".join(quote(field.column) for field in model_fields)
@@ -52,11 +56,21 @@ def insert_rows(
     rows = rows if isinstance(rows, list) else list(rows)
     texts = [_text_converter(field) for field in model_fields]
     converters = [_copy_converter(field, connection) for field in model_fields]
+    try:
+        prefix = "".join(text(value) + "\t"
+                         for text, value in zip(texts[:len(same)], same.values(), strict=True))
+    except _NotText:
+        prefix, rows = "", [(*same.values(), *row) for row in rows]
+    else:
+        texts = texts[len(same):]
+    leading = list(same.values()) if prefix else []
     with connection.cursor() as cursor, _copy(cursor, sql) as copy:
         _write_rows(
             copy, rows,
-            lambda row: "\t".join([text(v) for text, v in zip(texts, row, strict=True)]) + "\n",
-            lambda row: [convert(v) for convert, v in zip(converters, row, strict=True)],
+            lambda row: prefix + "\t".join(
+                [text(v) for text, v in zip(texts, row, strict=True)]) + "\n",
+            lambda row: [convert(v) for convert, v in zip(
+                converters, [*leading, *row], strict=True)],
         )
 
 

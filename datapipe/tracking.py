@@ -30,7 +30,9 @@ __all__ = ["Tracker", "delete_outputs"]
 #: Trackers read at a time by :meth:`Tracker.prune`.
 PRUNE_PAGE = 1000
 
-# The columns Tracker.write fills, in the order of its rows.
+# The columns that differ between the trackers of one write, in the order of its rows.
+_ITEM_FIELDS = ("item_content_type_id", "item_id", "outputs")
+# All the columns written, in the order of a full row (tests and benchmarks write those).
 _TRACK_FIELDS = (
     "pipeline_name",
     "item_content_type_id",
@@ -205,13 +207,14 @@ class Tracker:
             delete_outputs(superseded, self.using)
         now = timezone.now()
         rows = [
-            (self.pipeline_name, key.content_type_id, key.item_id, outputs_of(outputs),
-             self.triggered_by, now)
+            (key.content_type_id, key.item_id, outputs_of(outputs))
             for key, record in latest.items()
             if (outputs := record.outputs())
         ]
         if rows:
-            insert_rows(PipelineTrack, _TRACK_FIELDS, rows, self.using)
+            insert_rows(PipelineTrack, _ITEM_FIELDS, rows, self.using, same={
+                "pipeline_name": self.pipeline_name, "triggered_by": self.triggered_by,
+                "updated_at": now})
 
     def forget_filtered(self, handed: Any, prepared: Any, seen: set | None) -> None:
         """Delete the old outputs of items handed to the run that ``prepare`` left out.

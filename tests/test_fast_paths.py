@@ -157,3 +157,15 @@ def test_a_heap_frozen_by_the_process_stays_frozen():
         assert gc.get_freeze_count() >= frozen > 0
     finally:
         gc.unfreeze()
+
+
+@pytest.mark.parametrize("when", [timezone.now(), datetime.datetime(2026, 1, 2, 3, 4, 5)])
+def test_rows_take_the_values_they_share(when):
+    type_id = content_type_id(SourceItem)
+    insert_rows(PipelineTrack, ("item_content_type_id", "item_id", "outputs"),
+                [(type_id, "1", {"a.b": [1]}), (None, "k\t2", {"a.b": [2]})], "default",
+                same={"pipeline_name": "p", "triggered_by": "t", "updated_at": when})
+    rows = PipelineTrack.objects.order_by("item_id").values_list(
+        "pipeline_name", "triggered_by", "item_content_type_id", "item_id", "outputs")
+    assert list(rows) == [("p", "t", type_id, "1", {"a.b": [1]}),
+                          ("p", "t", None, "k\t2", {"a.b": [2]})]
