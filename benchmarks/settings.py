@@ -6,7 +6,7 @@ Without ``DATABASE_URL`` the benchmarks use their own SQLite file (not the suite
 import os
 
 from tests.settings import *  # noqa: F403
-from tests.settings import BASE_DIR, INSTALLED_APPS
+from tests.settings import BASE_DIR, DATABASES, INSTALLED_APPS
 
 INSTALLED_APPS = [*INSTALLED_APPS, "benchmarks"]
 
@@ -17,3 +17,8 @@ if not os.environ.get("DATABASE_URL"):
             "NAME": str(BASE_DIR / "benchmarks" / "benchmarks.sqlite3"),
         }
     }
+
+# Workers keep their database connection across tasks (chunks), as a Celery deployment
+# should: CONN_MAX_AGE = 0 would connect again for every chunk.
+DATABASES["default"]["CONN_MAX_AGE"] = 600
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
