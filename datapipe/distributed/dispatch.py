@@ -39,8 +39,11 @@ __all__ = ["TASK_OPTIONS", "RunHandle", "dispatch", "progress", "resend"]
 
 logger = logging.getLogger("datapipe")
 
-#: Chunk rows written (and tasks sent) per batch, so memory stays flat.
+#: Chunk rows read (to send their tasks) per batch, so memory stays flat.
 _BATCH = 500
+#: Items in the chunk rows written per batch: a batch of 500 chunks of 1,000 items held
+#: half a million keys at once (+48 MiB at 1,000,000 items).
+_ITEMS_PER_WRITE = 20_000
 
 
 #: The options of Celery's ``apply_async`` that ``run_in_celery`` passes on. Others are
@@ -92,7 +95,8 @@ def dispatch(session, items: Any, name: str, celery_chunksize: int = 10,
         run = PipelineRun.start(name, using, distributed=True, chunks_total=0, dispatch=sent_with)
         total = 0
         payloads = encode_chunks(items, celery_chunksize, options.chunksize)
-        while batch := list(itertools.islice(payloads, _BATCH)):
+        per_write = max(1, _ITEMS_PER_WRITE // max(celery_chunksize, 1))
+        while batch := list(itertools.islice(payloads, per_write)):
             now = timezone.now()
             PipelineChunk.objects.using(using).bulk_create([
                 PipelineChunk(run=run, index=total + offset, items=payload,
@@ -116,6 +120,8 @@ def _send(run, chunks: QuerySet) -> None:
     using = chunks.db
     sent_with = run.dispatch
     last = -1
+    # Without their items (a page of them would hold 500 chunks' keys).
+    chunks = chunks.only("pk", "index", "task_id")
     while page := list(chunks.filter(index__gt=last).order_by("index")[:_BATCH]):
         for chunk in page:
             try:
