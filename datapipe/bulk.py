@@ -187,7 +187,18 @@ UNCONVERTED = {
     models.BooleanField: (bool,),
     models.FloatField: (float, int),
     **{field_class: (int,) for field_class in _INTEGERS},
+    models.UUIDField: (uuid.UUID,),  # PostgreSQL's own uuid type
 }
+
+
+def kept_types(field) -> tuple | None:
+    """The value types that ``field``'s conversion for the database leaves as they are
+    (None included), or None when every value goes through it (any field class but
+    Django's own plain ones, and a foreign key to one)."""
+    target = field.target_field if type(field) is models.ForeignKey else field
+    if type(field) not in UNCONVERTED and target is field:
+        return None
+    return (*UNCONVERTED.get(type(target), ()), type(None))
 
 
 def _object_converter(field, connection):
@@ -201,11 +212,9 @@ def _object_converter(field, connection):
     def prepared(obj):
         return field.get_db_prep_save(field.pre_save(obj, True), connection)
 
-    target = field.target_field if type(field) is models.ForeignKey else field
-    if type(field) not in UNCONVERTED and target is field:
+    kept, attname = kept_types(field), field.attname
+    if kept is None:
         return prepared
-    kept = (*UNCONVERTED.get(type(target), ()), type(None))
-    attname = field.attname
 
     def convert(obj):
         value = getattr(obj, attname)
@@ -353,17 +362,14 @@ def _object_text(field, connection):
         attname, encoder = field.attname, field.encoder
         return lambda obj: (
             "\\N" if (value := getattr(obj, attname)) is None else _json_text(value, encoder))
-    target = field.target_field if type(field) is models.ForeignKey else field
-    if type(field) not in UNCONVERTED and target is field:
-        return lambda obj: _text(field.get_db_prep_save(field.pre_save(obj, True), connection))
-    kept = (*UNCONVERTED.get(type(target), ()), type(None))
-    attname = field.attname
+    convert = _object_converter(field, connection)
+    kept, attname = kept_types(field), field.attname
+    if kept is None:
+        return lambda obj: _text(convert(obj))
 
-    def text(obj):  # _object_converter's, then _text, in one call
+    def text(obj):  # a plain value without the converter's call
         value = getattr(obj, attname)
-        if type(value) in kept:
-            return _text(value)
-        return _text(field.get_db_prep_save(field.pre_save(obj, True), connection))
+        return _text(value if type(value) in kept else convert(obj))
 
     return text
 

@@ -25,7 +25,6 @@ import datetime
 import functools
 import json
 import re
-import uuid
 from collections.abc import Iterable, Sequence
 from contextlib import nullcontext
 
@@ -34,7 +33,7 @@ from django.db import connections, models
 from django.db.backends.utils import CursorDebugWrapper
 from django.db.models import Model
 
-from .bulk import UNCONVERTED as INSERTED_UNCONVERTED
+from .bulk import kept_types
 from .exceptions import InvalidOutput
 
 __all__ = ["ARRAY_TYPES", "apply_updates", "checked_fields", "update_objects"]
@@ -46,9 +45,6 @@ ARRAY_TYPES = frozenset({
     "timestamp with time zone", "timestamp", "interval", "bytea",
 })  # fmt: skip
 
-# Django's own field classes whose conversion leaves values of these types unchanged:
-# those of the inserts (datapipe.bulk), and UUIDs.
-_UNCONVERTED = {**INSERTED_UNCONVERTED, models.UUIDField: (uuid.UUID,)}
 
 # varchar(100), char(2), numeric(10, 2): the type without its length or precision.
 _MODIFIED = re.compile(r"(varchar|char|character varying|character|numeric|decimal)\s*\(.*\)")
@@ -223,10 +219,9 @@ def _converter(field, connection):
             if type(value) is datetime.datetime and value.tzinfo is not None
             else prepared(value)
         )
-    kept = _UNCONVERTED.get(type(target))
+    kept = kept_types(field)
     if kept is None:
         return prepared
-    kept = (*kept, type(None))
     return lambda value: value if type(value) in kept else prepared(value)
 
 
